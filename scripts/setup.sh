@@ -22,9 +22,11 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 
 # Debian 12 packages: kernel build dependencies, LLVM 19, kmod (depmod, modprobe), rsync
-# (headers_install), ccache, busybox (virtme-ng's initramfs), python venv (virtme-ng).
+# (headers_install), ccache, busybox (virtme-ng's initramfs), python venv (virtme-ng), pciutils
+# (lspci in the guest), udev (virtme-ng's guest init needs udevd to name its virtio-serial ports,
+# which carry the command's stdout, stderr and exit status).
 HOST_PKGS="build-essential bc bison flex libelf-dev libssl-dev cpio kmod rsync ccache
-	clang-19 lld-19 llvm-19 libclang-19-dev zstd xz-utils busybox-static python3-venv"
+	clang-19 lld-19 llvm-19 libclang-19-dev zstd xz-utils busybox-static python3-venv pciutils udev"
 
 apt_private_dir=$QVP_CACHE/apt
 apt_private_opts() {

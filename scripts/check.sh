@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# `make check`: every test the project has, ending in one line `N passed, N failed, N skipped`.
+#
+#   build    the module builds against the test kernel with no warnings, clippy-clean
+#   lint     rustfmt-clean; `unsafe` only in the abstraction layer (src/vfio*)
+#   host     host `cargo test` of the pure-Rust logic (stream format)
+#   guest    in a QEMU guest: KUnit suites, the VFIO kselftest on each bound device, module
+#            unload/reload with devices bound, and a clean kernel log
+#
+# Results land in build/results/; the guest's raw output in build/results/guest.log.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/env.sh"
+repo=$(cd "$here/.." && pwd)
+cd "$repo"
+start=$(date +%s)
+
+"$here/setup.sh"
+kbuild=$("$here/build-kernel.sh")
+
+res=$repo/build/results
+rm -rf "$res"
+mkdir -p "$res"
+
+# result FILE ok|fail NAME [DETAIL]
+result() {
+	if [ "$2" = ok ]; then
+		echo "ok $3" >>"$1"
+	else
+		echo "not ok $3" >>"$1"
+		[ -z "${4:-}" ] || printf '%s\n' "$4" | sed 's/^/# /' >>"$1"
+	fi
+}
+
+echo "[check] building the module (clippy, then a normal build)" >&2
+if "$here/build-module.sh" "$kbuild" CLIPPY=1 2>/dev/null; then
+	w=$(grep -c 'warning' "$repo/build/module.log" || true)
+	result "$res/build.results" "$([ "$w" = 0 ] && echo ok || echo fail)" \
+		"clippy reports no warnings" "$(grep -A8 warning "$repo/build/module.log" || true)"
+else
+	result "$res/build.results" fail "clippy build" "$(tail -n 40 "$repo/build/module.log")"
+fi
+if "$here/build-module.sh" "$kbuild" 2>/dev/null; then
+	result "$res/build.results" ok "module builds"
+	w=$(grep -c 'warning' "$repo/build/module.log" || true)
+	result "$res/build.results" "$([ "$w" = 0 ] && echo ok || echo fail)" \
+		"module build has no warnings" "$(cat "$repo/build/module.log")"
+else
+	result "$res/build.results" fail "module builds" "$(tail -n 40 "$repo/build/module.log")"
+fi
+
+echo "[check] lint" >&2
+rs_files=$(git ls-files 'src/*.rs' 'tests/*.rs' | grep -v '_generated\.rs$' || true)
+# shellcheck disable=SC2086
+if out=$(rustfmt --edition 2021 --check $rs_files 2>&1); then
+	result "$res/lint.results" ok "rustfmt --check"
+else
+	result "$res/lint.results" fail "rustfmt --check" "$out"
+fi
+out=$(git grep -n -w unsafe -- 'src/*.rs' ':!src/vfio.rs' ':!src/vfio/*' || true)
+result "$res/lint.results" "$([ -z "$out" ] && echo ok || echo fail)" \
+	"unsafe appears only in the abstraction layer (src/vfio)" "$out"
+
+if [ -f tests/host/Cargo.toml ]; then
+	echo "[check] host tests (cargo test)" >&2
+	cargo test --manifest-path tests/host/Cargo.toml >"$res/host-cargo.log" 2>&1 || true
+	sed -nE 's/^test (.*) \.\.\. ok$/ok \1/p; s/^test (.*) \.\.\. FAILED$/not ok \1/p;
+		s/^test (.*) \.\.\. ignored$/ok \1 # SKIP ignored/p' "$res/host-cargo.log" >"$res/host.results"
+	if ! grep -q '^test result:' "$res/host-cargo.log"; then
+		result "$res/host.results" fail "cargo test ran" "$(tail -n 40 "$res/host-cargo.log")"
+	fi
+fi
+
+echo "[check] building the kselftest" >&2
+if ! out=$(make -s -C tests/selftests KSRC="$QVP_CACHE/linux-$QVP_KVER" KHDR="$kbuild/usr/include" 2>&1); then
+	result "$res/build.results" fail "kselftest builds" "$out"
+else
+	result "$res/build.results" ok "kselftest builds"
+fi
+
+echo "[check] guest tests (KUnit, kselftest, module lifecycle)" >&2
+set +e
+"$repo/tests/vm/run" -- tests/guest-tests.sh >"$res/guest.log" 2>"$res/guest.stderr"
+rc=$?
+set -e
+if [ "$rc" != 0 ]; then
+	result "$res/vm.results" fail "guest ran (tests/vm/run exit status $rc)" "$(tail -n 40 "$res/guest.stderr")"
+fi
+
+echo "[check] done in $(( $(date +%s) - start )) s" >&2
+files=("$res"/*.results "$res/guest.log")
+python3 "$here/ktap-summary.py" "${files[@]}"
