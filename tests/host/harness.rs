@@ -1,0 +1,355 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A `pub` interface to the stream code for the fuzzer, which cannot reach `pub(crate)` items.
+//!
+//! [`decode`] runs the decoder with a sink that checks the decoder's promises to its sink and
+//! panics if one is broken, which is what the fuzzer looks for.
+
+use crate::stream::{
+    crc::{
+        checksum,
+        SoftCrc32c, //
+    },
+    format::{
+        get_le64,
+        rec,
+        CRC_LEN,
+        RECORD_HEADER_LEN, //
+    },
+    DecodeError,
+    Decoder,
+    DeviceIdentity,
+    DeviceKind,
+    Encoder,
+    Header,
+    Sink,
+    SinkError,
+    Source,
+    SourceError, //
+};
+
+/// Length of the scratch buffer the decoder needs.
+pub const SCRATCH_LEN: usize = crate::stream::SCRATCH_LEN;
+
+/// Largest amount of device memory in one MEMORY record.
+pub const MAX_CHUNK: usize = crate::stream::MAX_CHUNK;
+
+/// Largest device register blob.
+pub const MAX_REGS_LEN: usize = crate::stream::MAX_REGS_LEN;
+
+/// What a [`decode`] run did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The error `finish()` returned, by name, or `None` if the stream was accepted.
+    pub error: Option<&'static str>,
+    /// The errno hint of the error, or 0.
+    pub errno: i32,
+    /// FNV-1a hash over every sink call and its arguments, in order.
+    pub trace: u64,
+    /// Number of sink calls.
+    pub calls: u32,
+}
+
+/// Returns the name of `e`.
+fn name(e: DecodeError) -> &'static str {
+    match e {
+        DecodeError::BadMagic => "BadMagic",
+        DecodeError::UnsupportedVersion => "UnsupportedVersion",
+        DecodeError::WrongDeviceKind => "WrongDeviceKind",
+        DecodeError::MemSizeMismatch => "MemSizeMismatch",
+        DecodeError::RegsLenMismatch => "RegsLenMismatch",
+        DecodeError::BadChecksum => "BadChecksum",
+        DecodeError::UnknownMandatoryRecord => "UnknownMandatoryRecord",
+        DecodeError::BadFlags => "BadFlags",
+        DecodeError::Malformed => "Malformed",
+        DecodeError::Oversized => "Oversized",
+        DecodeError::OutOfRange => "OutOfRange",
+        DecodeError::UnexpectedRecord => "UnexpectedRecord",
+        DecodeError::Duplicate => "Duplicate",
+        DecodeError::CountMismatch => "CountMismatch",
+        DecodeError::TrailingData => "TrailingData",
+        DecodeError::Truncated => "Truncated",
+        DecodeError::ScratchTooSmall => "ScratchTooSmall",
+        DecodeError::Sink(_) => "Sink",
+    }
+}
+
+/// A sink that writes into caller buffers and asserts the decoder's promises.
+struct CheckingSink<'a> {
+    /// The device memory.
+    mem: &'a mut [u8],
+    /// The register blob.
+    regs: &'a mut [u8],
+    /// The header, once received.
+    header: Option<Header>,
+    /// Whether the register blob was received.
+    regs_seen: bool,
+    /// Whether `end` was called.
+    ended: bool,
+    /// Whether a call failed.
+    failed: bool,
+    /// The call that fails (0-based), if any.
+    fail_at: Option<u32>,
+    /// Number of calls.
+    calls: u32,
+    /// FNV-1a state.
+    trace: u64,
+}
+
+impl CheckingSink<'_> {
+    /// Mixes `bytes` into the trace.
+    fn mix(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.trace ^= u64::from(b);
+            self.trace = self.trace.wrapping_mul(0x0000_0100_0000_01B3);
+        }
+    }
+
+    /// Checks the common rules of every call and counts it; fails it if asked to.
+    fn call(&mut self, tag: u8) -> Result<(), SinkError> {
+        assert!(!self.failed, "sink called after it failed");
+        assert!(!self.ended, "sink called after end");
+        self.mix(&[tag]);
+        let n = self.calls;
+        self.calls += 1;
+        if self.fail_at == Some(n) {
+            self.failed = true;
+            return Err(SinkError(5));
+        }
+        Ok(())
+    }
+}
+
+impl Sink for CheckingSink<'_> {
+    fn header(&mut self, header: &Header) -> Result<(), SinkError> {
+        assert!(self.header.is_none(), "second header");
+        self.call(1)?;
+        assert!(header.regs_len as usize <= MAX_REGS_LEN);
+        assert_eq!(header.identity.mem_size, self.mem.len() as u64);
+        self.header = Some(*header);
+        self.mix(&header.regs_len.to_le_bytes());
+        Ok(())
+    }
+
+    fn regs(&mut self, regs: &[u8]) -> Result<(), SinkError> {
+        let header = self.header.expect("regs before header");
+        assert!(!self.regs_seen, "second regs");
+        self.call(2)?;
+        assert_eq!(regs.len(), header.regs_len as usize);
+        self.regs_seen = true;
+        self.regs[..regs.len()].copy_from_slice(regs);
+        self.mix(regs);
+        Ok(())
+    }
+
+    fn memory(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError> {
+        assert!(self.header.is_some(), "memory before header");
+        self.call(3)?;
+        let start = usize::try_from(offset).expect("offset beyond memory");
+        let end = start.checked_add(data.len()).expect("range overflows");
+        self.mem
+            .get_mut(start..end)
+            .expect("memory range beyond device memory")
+            .copy_from_slice(data);
+        self.mix(&offset.to_le_bytes());
+        self.mix(data);
+        Ok(())
+    }
+
+    fn end(&mut self) -> Result<(), SinkError> {
+        assert!(self.header.is_some() && self.regs_seen, "end too early");
+        self.call(4)?;
+        self.ended = true;
+        Ok(())
+    }
+}
+
+/// Parameters of a [`decode`] run.
+#[derive(Clone, Copy, Debug)]
+pub struct DecodeParams<'p> {
+    /// Wire value of the expected device kind (1 or 2; anything else means 1).
+    pub kind: u32,
+    /// Piece sizes: each byte `b` is a piece of `b + 1` bytes (`(b & 0x7F) * 4096 + 1` if
+    /// `b >= 0x80`), used cyclically. Empty means one piece.
+    pub pieces: &'p [u8],
+    /// Use `buffer()`/`commit()` instead of `feed()`.
+    pub in_place: bool,
+    /// Make the sink fail this call (0-based).
+    pub fail_at: Option<u32>,
+}
+
+/// Decodes `stream` for a device with `mem.len()` bytes of memory into `mem` and `regs`.
+///
+/// Panics if the decoder breaks a promise: a sink call out of order or out of range, a call
+/// after an error, an error that is not sticky, or a success without `end()`.
+pub fn decode(
+    stream: &[u8],
+    params: DecodeParams<'_>,
+    scratch: &mut [u8],
+    mem: &mut [u8],
+    regs: &mut [u8; MAX_REGS_LEN],
+) -> Outcome {
+    let kind = DeviceKind::from_raw(params.kind).unwrap_or(DeviceKind::BochsDisplay);
+    let identity = DeviceIdentity {
+        kind,
+        mem_size: mem.len() as u64,
+    };
+    let mut decoder = Decoder::new(identity);
+    let mut sink = CheckingSink {
+        mem,
+        regs,
+        header: None,
+        regs_seen: false,
+        ended: false,
+        failed: false,
+        fail_at: params.fail_at,
+        calls: 0,
+        trace: 0xCBF2_9CE4_8422_2325,
+    };
+    let crc = SoftCrc32c;
+
+    let mut rest = stream;
+    let mut i = 0;
+    let mut first_error = None;
+    while !rest.is_empty() {
+        let size = match params.pieces.get(i % params.pieces.len().max(1)) {
+            None => rest.len(),
+            Some(&b) if b >= 0x80 => usize::from(b & 0x7F) * 4096 + 1,
+            Some(&b) => usize::from(b) + 1,
+        };
+        i += 1;
+        let (piece, later) = rest.split_at(size.min(rest.len()));
+        rest = later;
+        let calls = sink.calls;
+        let result = if params.in_place {
+            feed_in_place(&mut decoder, piece, scratch, &crc, &mut sink)
+        } else {
+            decoder
+                .feed(piece, scratch, &crc, &mut sink)
+                .map(|n| assert_eq!(n, piece.len()))
+        };
+        if let Some(e) = first_error {
+            assert_eq!(result, Err(e), "error not sticky");
+            assert_eq!(sink.calls, calls, "sink called after an error");
+        } else if let Err(e) = result {
+            first_error = Some(e);
+        }
+    }
+
+    let result = decoder.finish();
+    if let Some(e) = first_error {
+        assert_eq!(result, Err(e), "finish() forgot the error");
+    }
+    // `end()` means that the END record was valid; bytes after it still fail the stream.
+    match result {
+        Ok(()) => assert!(sink.ended, "success without end()"),
+        Err(DecodeError::TrailingData) => {}
+        Err(_) => assert!(!sink.ended, "end() on a failed stream"),
+    }
+    if let Err(DecodeError::Sink(_)) = result {
+        assert!(sink.failed);
+    }
+    let error = result.err();
+    Outcome {
+        error: error.map(name),
+        errno: error.map_or(0, |e| {
+            let errno = e.errno_hint();
+            assert!(errno > 0);
+            errno
+        }),
+        trace: sink.trace,
+        calls: sink.calls,
+    }
+}
+
+/// Feeds `input` to `decoder` through `buffer()` and `commit()`.
+fn feed_in_place(
+    decoder: &mut Decoder,
+    mut input: &[u8],
+    scratch: &mut [u8],
+    crc: &SoftCrc32c,
+    sink: &mut CheckingSink<'_>,
+) -> Result<(), DecodeError> {
+    if input.is_empty() {
+        return decoder.commit(0, scratch, crc, sink);
+    }
+    while !input.is_empty() {
+        let region = decoder.buffer(scratch)?;
+        assert!(!region.is_empty());
+        let take = region.len().min(input.len());
+        region[..take].copy_from_slice(&input[..take]);
+        input = &input[take..];
+        decoder.commit(take, scratch, crc, sink)?;
+    }
+    Ok(())
+}
+
+/// A source reading from caller buffers.
+struct SliceSource<'a> {
+    /// The device memory.
+    mem: &'a [u8],
+    /// The register blob.
+    regs: &'a [u8],
+}
+
+impl Source for SliceSource<'_> {
+    fn regs(&mut self, out: &mut [u8]) -> Result<(), SourceError> {
+        out.copy_from_slice(self.regs.get(..out.len()).ok_or(SourceError(22))?);
+        Ok(())
+    }
+
+    fn memory(&mut self, offset: u64, out: &mut [u8]) -> Result<(), SourceError> {
+        let start = usize::try_from(offset).map_err(|_| SourceError(34))?;
+        let end = start.checked_add(out.len()).ok_or(SourceError(34))?;
+        out.copy_from_slice(self.mem.get(start..end).ok_or(SourceError(34))?);
+        Ok(())
+    }
+}
+
+/// Encodes the stop-copy stream of a device of `kind` with memory `mem` and register blob `regs`
+/// into `out` and returns its length, or `None` if `out` is too short or `regs` too long.
+///
+/// Panics if the length differs from `stream_len()`.
+pub fn encode(kind: u32, mem: &[u8], regs: &[u8], out: &mut [u8]) -> Option<usize> {
+    let identity = DeviceIdentity {
+        kind: DeviceKind::from_raw(kind).unwrap_or(DeviceKind::BochsDisplay),
+        mem_size: mem.len() as u64,
+    };
+    let regs_len = u32::try_from(regs.len()).ok()?;
+    let expected = crate::stream::stream_len(identity, regs_len).ok()?;
+    let mut encoder = Encoder::new(identity, regs_len);
+    let mut source = SliceSource { mem, regs };
+    let mut len = 0usize;
+    while let Some(n) = encoder
+        .next_record(&mut source, &SoftCrc32c, out.get_mut(len..)?)
+        .ok()?
+    {
+        len += n;
+    }
+    assert_eq!(len as u64, expected, "stream_len() is wrong");
+    Some(len)
+}
+
+/// Recomputes the CRC of every record of `stream` whose payload length fits, so that mutated
+/// streams get past the CRC check.
+pub fn fix_crcs(stream: &mut [u8]) {
+    let mut pos = 0usize;
+    loop {
+        let Some(record) = stream.get_mut(pos..) else {
+            return;
+        };
+        let Some(payload_len) = get_le64(record, rec::PAYLOAD_LEN) else {
+            return;
+        };
+        let Some(body_len) = usize::try_from(payload_len)
+            .ok()
+            .and_then(|n| n.checked_add(RECORD_HEADER_LEN))
+            .filter(|&n| n.saturating_add(CRC_LEN) <= record.len())
+        else {
+            return;
+        };
+        let sum = checksum(&SoftCrc32c, &record[..body_len]);
+        record[body_len..body_len + CRC_LEN].copy_from_slice(&sum.to_le_bytes());
+        pos += body_len + CRC_LEN;
+    }
+}

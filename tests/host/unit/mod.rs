@@ -1,0 +1,11 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Unit tests of the migration stream code.
+
+mod corruption;
+mod crc;
+mod encoder;
+mod malformed;
+mod roundtrip;
+mod segmentation;
+mod util;
