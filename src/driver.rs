@@ -12,17 +12,35 @@
 //! QEMU's std VGA shares the bochs-display's ID 1234:1111, so a normal ID match would grab the
 //! host's display; the override-only entry makes that impossible.
 
-use kernel::prelude::*;
+use kernel::{
+    fs::File,
+    prelude::*,
+    sync::aref::ARef, //
+};
 
-use crate::vfio::{
-    device::{
-        Device,
-        VariantDriver, //
+use crate::{
+    backend::{
+        bochs::Bochs,
+        Backend, //
     },
-    pci_driver::{
-        DeviceId,
-        IdTable,
-        Registration, //
+    migration::{
+        state::MigState,
+        MigDevice,
+        Migration, //
+    },
+    stream::DeviceIdentity,
+    vfio::{
+        device::{
+            Device,
+            VariantDriver,
+            MIGRATION_P2P,
+            MIGRATION_STOP_COPY, //
+        },
+        pci_driver::{
+            DeviceId,
+            IdTable,
+            Registration, //
+        },
     },
 };
 
@@ -40,22 +58,90 @@ static QVP_PCI_IDS: IdTable<2> = IdTable::new([
 /// The variant driver.
 pub(crate) struct QemuVfioPci;
 
+/// The backend of the device the driver binds.
+type DeviceBackend = Bochs;
+
+/// A device bound to the driver.
+type QvpDevice = Device<QemuVfioPci>;
+
 impl VariantDriver for QemuVfioPci {
     const NAME: &'static CStr = c"qemu-vfio-pci";
 
-    type Data = ();
+    type Data = Migration<QvpDevice>;
 
     fn init_data() -> impl PinInit<Self::Data, Error> {
+        Migration::new()
+    }
+
+    fn open(dev: &QvpDevice) -> Result {
+        dev.data().open();
+        dev_dbg!(dev.as_dev(), "opened: migration state RUNNING\n");
         Ok(())
     }
 
-    fn open(dev: &Device<Self>) -> Result {
-        dev_dbg!(dev.as_dev(), "opened\n");
-        Ok(())
+    fn close(dev: &QvpDevice) {
+        dev.data().close();
+        dev_dbg!(dev.as_dev(), "closed: data files disabled\n");
     }
 
-    fn close(dev: &Device<Self>) {
-        dev_dbg!(dev.as_dev(), "closed\n");
+    // The device has no DMA, so peer-to-peer quiescence is trivially real; PRE_COPY comes later.
+    const MIGRATION_FLAGS: u32 = MIGRATION_STOP_COPY | MIGRATION_P2P;
+
+    fn set_state(dev: &QvpDevice, new: u32) -> Result<Option<ARef<File>>> {
+        Migration::set_state(dev, new)
+    }
+
+    fn get_state(dev: &QvpDevice) -> Result<u32> {
+        dev.data().get_state()
+    }
+
+    fn data_size(dev: &QvpDevice) -> Result<usize> {
+        Migration::data_size(dev)
+    }
+
+    fn reset_done(dev: &QvpDevice) {
+        dev.data().reset_done();
+    }
+}
+
+impl MigDevice for QvpDevice {
+    fn migration(&self) -> &Migration<Self> {
+        self.data().get_ref()
+    }
+
+    fn identity(&self) -> Result<DeviceIdentity> {
+        Ok(DeviceIdentity {
+            kind: DeviceBackend::KIND,
+            mem_size: self.with_io(DeviceBackend::mem_size)?,
+        })
+    }
+
+    fn regs_len(&self) -> usize {
+        DeviceBackend::REGS_LEN
+    }
+
+    fn save_regs(&self, out: &mut [u8]) -> Result {
+        self.with_io(|io| DeviceBackend::save_regs(io, out))
+    }
+
+    fn check_regs(&self, regs: &[u8]) -> Result {
+        DeviceBackend::check_regs(regs)
+    }
+
+    fn restore_regs(&self, regs: &[u8]) -> Result {
+        self.with_io(|io| DeviceBackend::restore_regs(io, regs))
+    }
+
+    fn read_memory(&self, offset: u64, out: &mut [u8]) -> Result {
+        self.with_io(|io| DeviceBackend::read_memory(io, offset, out))
+    }
+
+    fn write_memory(&self, offset: u64, data: &[u8]) -> Result {
+        self.with_io(|io| DeviceBackend::write_memory(io, offset, data))
+    }
+
+    fn next_step(&self, cur: MigState, new: u32) -> Result<MigState> {
+        MigState::from_raw(self.next_state(cur.raw(), new)?).ok_or(EINVAL)
     }
 }
 

@@ -6,12 +6,24 @@
 //! Layers, from the bottom:
 //!
 //! - [`vfio`]: the only `unsafe` code, abstractions over the VFIO and vfio-pci-core C API;
-//! - [`driver`]: the variant driver and the module, in safe Rust.
+//! - [`backend`]: device backends, which reach a device's state through its BARs;
+//! - [`stream`]: the migration stream format, pure Rust (also built for the host);
+//! - [`migration`]: the VFIO v2 migration state machine and its data files;
+//! - [`driver`]: the variant driver and the module.
 //!
 //! See `Documentation/architecture.rst`.
 
+mod backend;
 mod driver;
+mod migration;
+// The stream module is shared with the host crate (tests/host): parts of it serve only the host
+// tests, the fuzzer and PRE_COPY, which comes next.
+#[allow(dead_code)]
+mod stream;
 mod vfio;
+
+#[path = "../tests/kunit/stream.rs"]
+mod kunit_stream;
 
 use kernel::prelude::*;
 

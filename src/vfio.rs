@@ -19,5 +19,7 @@
 //! The driver proper implements [`device::VariantDriver`] in safe Rust.
 
 mod bindings;
+pub(crate) mod crc;
+pub(crate) mod data_file;
 pub(crate) mod device;
 pub(crate) mod pci_driver;

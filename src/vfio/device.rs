@@ -10,17 +10,42 @@
 //! `vfio_pci_core_init_dev()` and `vfio_pci_core_release_dev()`. Every other callback goes
 //! straight to vfio-pci-core, so the device behaves exactly as under plain vfio-pci.
 
-use core::marker::PhantomPinned;
+use core::{
+    marker::{
+        PhantomData,
+        PhantomPinned, //
+    },
+    ptr::NonNull,
+};
 
 use kernel::{
     device,
-    ffi::c_int,
+    ffi::{
+        c_int,
+        c_ulong,
+        c_void, //
+    },
+    fs::File,
+    new_mutex,
     prelude::*,
     str::as_char_ptr_in_const_context,
+    sync::{
+        aref::{
+            ARef,
+            AlwaysRefCounted, //
+        },
+        Mutex,
+    },
     types::Opaque, //
 };
 
 use super::bindings;
+
+/// `VFIO_MIGRATION_STOP_COPY`: the device supports STOP, STOP_COPY and RESUMING.
+pub(crate) const MIGRATION_STOP_COPY: u32 = bindings::VFIO_MIGRATION_STOP_COPY;
+
+/// `VFIO_MIGRATION_P2P`: the device supports RUNNING_P2P.
+pub(crate) const MIGRATION_P2P: u32 = bindings::VFIO_MIGRATION_P2P;
 
 /// A vfio-pci variant driver: what a driver adds to plain vfio-pci.
 pub(crate) trait VariantDriver: Sized + 'static {
@@ -41,6 +66,114 @@ pub(crate) trait VariantDriver: Sized + 'static {
 
     /// Called when userspace closes its last file of the device, before vfio-pci-core disables it.
     fn close(_dev: &Device<Self>) {}
+
+    /// The `VFIO_MIGRATION_*` flags the device supports; 0 disables migration.
+    const MIGRATION_FLAGS: u32 = 0;
+
+    /// `migration_set_state`: takes the device to the uAPI state `new`, returning the data file the
+    /// transition opened, if any.
+    fn set_state(_dev: &Device<Self>, _new: u32) -> Result<Option<ARef<File>>> {
+        Err(ENOTTY)
+    }
+
+    /// `migration_get_state`: the current uAPI state.
+    fn get_state(_dev: &Device<Self>) -> Result<u32> {
+        Err(ENOTTY)
+    }
+
+    /// `migration_get_data_size`: the number of bytes a STOP_COPY would produce now.
+    fn data_size(_dev: &Device<Self>) -> Result<usize> {
+        Err(ENOTTY)
+    }
+
+    /// Called after a function or bus reset of the device (`pci_error_handlers.reset_done`).
+    ///
+    /// It runs with vfio-pci-core's `memory_lock` held for writing, so it must not wait for
+    /// anything that may in turn wait for that lock.
+    fn reset_done(_dev: &Device<Self>) {}
+}
+
+/// Whether the driver may touch the device's BARs: between open and close.
+struct IoState {
+    open: bool,
+}
+
+/// Access to the BARs of an open device, with memory decode on and vfio-pci-core's
+/// `memory_lock` held for writing.
+///
+/// # Invariants
+///
+/// `core` is an open device (its BARs are mapped) whose `memory_lock` is held for writing, with
+/// `PCI_COMMAND_MEMORY` set, for the lifetime `'a`.
+pub(crate) struct DeviceIo<'a> {
+    core: *mut bindings::vfio_pci_core_device,
+    _p: PhantomData<&'a ()>,
+}
+
+impl DeviceIo<'_> {
+    /// The mapping of `bar` and its length.
+    fn bar(&self, bar: u32) -> Result<(*mut c_void, usize)> {
+        if bar >= kernel::bindings::PCI_STD_NUM_BARS {
+            return Err(EINVAL);
+        }
+        // CAST: `bar` is below `PCI_STD_NUM_BARS` (6).
+        let index = bar as usize;
+        // SAFETY: By the type invariant the device is open; `barmap` is only written by
+        // `vfio_pci_core_enable()`/`disable()`, which cannot run while the device is open.
+        let map = unsafe { (*self.core).barmap[index] };
+        // SAFETY: `IS_ERR` only looks at the pointer value.
+        if map.is_null() || unsafe { kernel::bindings::IS_ERR(map.cast_const()) } {
+            return Err(ENODEV);
+        }
+        // SAFETY: `pdev` is valid while the device is registered; `bar` is in range.
+        let len = unsafe { kernel::bindings::pci_resource_len((*self.core).pdev, bar as c_int) };
+        Ok((map, usize::try_from(len).map_err(|_| EINVAL)?))
+    }
+
+    /// The length of `bar` in bytes.
+    pub(crate) fn bar_len(&self, bar: u32) -> Result<usize> {
+        Ok(self.bar(bar)?.1)
+    }
+
+    /// Checks that `offset..offset + len` lies within `bar` and returns its address.
+    fn range(&self, bar: u32, offset: usize, len: usize) -> Result<*mut c_void> {
+        let (map, bar_len) = self.bar(bar)?;
+        let end = offset.checked_add(len).ok_or(EINVAL)?;
+        if end > bar_len {
+            return Err(EINVAL);
+        }
+        // SAFETY: `offset` is within the mapping of `bar_len` bytes.
+        Ok(unsafe { map.byte_add(offset) })
+    }
+
+    /// Copies `out.len()` bytes at `offset` of `bar` into `out`.
+    pub(crate) fn read_bar(&self, bar: u32, offset: usize, out: &mut [u8]) -> Result {
+        let src = self.range(bar, offset, out.len())?;
+        // SAFETY: `src` is mapped MMIO of at least `out.len()` bytes (checked by `range`), the
+        // device decodes memory (type invariant), and `out` is valid for writes.
+        unsafe { kernel::bindings::memcpy_fromio(out.as_mut_ptr().cast(), src, out.len()) };
+        Ok(())
+    }
+
+    /// Copies `data` to `offset` of `bar`.
+    pub(crate) fn write_bar(&self, bar: u32, offset: usize, data: &[u8]) -> Result {
+        let dst = self.range(bar, offset, data.len())?;
+        // SAFETY: As in `read_bar`; `data` is valid for reads.
+        unsafe { kernel::bindings::memcpy_toio(dst, data.as_ptr().cast(), data.len()) };
+        Ok(())
+    }
+
+    /// A typed MMIO view of `bar` for registers declared with `kernel::io::register!`.
+    pub(crate) fn mmio<const SIZE: usize>(
+        &self,
+        bar: u32,
+    ) -> Result<kernel::io::Mmio<'_, kernel::io::Region<SIZE>>> {
+        let (map, len) = self.bar(bar)?;
+        let raw = kernel::io::MmioRaw::<kernel::io::Region<SIZE>>::new_region(map.addr(), len)?;
+        // SAFETY: `raw` is the whole, mapped, decoded BAR for as long as `self` lives (type
+        // invariant), and `new_region` checked its size and alignment.
+        Ok(unsafe { kernel::io::Mmio::from_raw(raw) })
+    }
 }
 
 /// A vfio-pci-core device with the driver data of `T`.
@@ -49,12 +182,18 @@ pub(crate) trait VariantDriver: Sized + 'static {
 ///
 /// - `core` is a `struct vfio_pci_core_device` initialised by `vfio_pci_core_init_dev()` and sits
 ///   at offset 0 (`#[repr(C)]`, first field), as `vfio_alloc_device()` requires.
-/// - `data` is initialised from the end of `init` until the start of `release`, which covers
-///   every moment a `&Device<T>` exists.
+/// - `io` and `data` are initialised from the end of `init` until the start of `release`, which
+///   covers every moment a `&Device<T>` exists.
+/// - `io.open` is true only between a successful `vfio_pci_core_enable()` and the matching
+///   `vfio_pci_core_disable()`, so the BAR mappings exist whenever it is true.
 #[repr(C)]
 #[pin_data]
 pub(crate) struct Device<T: VariantDriver> {
     core: Opaque<bindings::vfio_pci_core_device>,
+    /// Gate for BAR access: taken before `memory_lock`, closed before vfio-pci-core disables
+    /// the device.
+    #[pin]
+    io: Mutex<IoState>,
     #[pin]
     data: T::Data,
     #[pin]
@@ -69,6 +208,73 @@ unsafe impl<T: VariantDriver> Sync for Device<T> {}
 unsafe impl<T: VariantDriver> Send for Device<T> {}
 
 impl<T: VariantDriver> Device<T> {
+    /// The driver data.
+    pub(crate) fn data(&self) -> Pin<&T::Data> {
+        // SAFETY: `data` is structurally pinned inside the pinned vfio device allocation.
+        unsafe { Pin::new_unchecked(&self.data) }
+    }
+
+    /// Runs `f` with access to the device's BARs; `ENODEV` if the device is not open.
+    ///
+    /// Takes vfio-pci-core's `memory_lock` for writing, so userspace cannot toggle memory decode or
+    /// reset the device meanwhile, and turns memory decode on for the duration if userspace left
+    /// it off (QEMU does so on a migration destination until it restores the config space).
+    /// Lock order: the driver's own locks, then this gate, then `memory_lock`; `f` must not copy
+    /// from or to userspace.
+    pub(crate) fn with_io<R>(&self, f: impl FnOnce(&DeviceIo<'_>) -> Result<R>) -> Result<R> {
+        let gate = self.io.lock();
+        if !gate.open {
+            return Err(ENODEV);
+        }
+        let core = self.core.get();
+        // SAFETY: `core` is initialised (type invariant).
+        let (pdev, lock) = unsafe { ((*core).pdev, &raw mut (*core).memory_lock) };
+        // SAFETY: `memory_lock` is an initialised rw_semaphore.
+        unsafe { kernel::bindings::down_write(lock) };
+        let mut cmd: u16 = 0;
+        // CAST: `PCI_COMMAND` is a config space offset (4).
+        let reg = kernel::bindings::PCI_COMMAND as c_int;
+        // CAST: `PCI_COMMAND_MEMORY` is a 16-bit register bit.
+        let memory = kernel::bindings::PCI_COMMAND_MEMORY as u16;
+        // SAFETY: `pdev` is valid while the device is registered.
+        let ret = unsafe { kernel::bindings::pci_read_config_word(pdev, reg, &mut cmd) };
+        let enable = ret == 0 && cmd & memory == 0;
+        if enable {
+            // SAFETY: As above; `memory_lock` is held, so vfio-pci-core does not race us.
+            unsafe { kernel::bindings::pci_write_config_word(pdev, reg, cmd | memory) };
+        }
+        let result = if ret == 0 {
+            // INVARIANT: The device is open (`gate.open`), `memory_lock` is held for writing and
+            // memory decode is on until the restore below.
+            f(&DeviceIo {
+                core,
+                _p: PhantomData,
+            })
+        } else {
+            Err(EIO)
+        };
+        if enable {
+            // SAFETY: Restores the command register userspace had.
+            unsafe { kernel::bindings::pci_write_config_word(pdev, reg, cmd) };
+        }
+        // SAFETY: Taken above.
+        unsafe { kernel::bindings::up_write(lock) };
+        drop(gate);
+        result
+    }
+
+    /// The next single step from `cur` towards `new` (`vfio_mig_get_next_state()`), as uAPI
+    /// values. Fails with `EINVAL` if `new` cannot be reached (unsupported, out of range, ERROR).
+    pub(crate) fn next_state(&self, cur: u32, new: u32) -> Result<u32> {
+        let mut next: bindings::vfio_device_mig_state = 0;
+        // SAFETY: `core` is initialised; `next` is valid for writes.
+        let ret = unsafe {
+            bindings::vfio_mig_get_next_state(&raw mut (*self.core.get()).vdev, cur, new, &mut next)
+        };
+        kernel::error::to_result(ret)?;
+        Ok(next)
+    }
+
     /// The PCI device's generic device, for logging.
     pub(crate) fn as_dev(&self) -> &device::Device {
         // SAFETY: `core` is initialised (type invariant); its `pdev` is valid while the vfio device
@@ -144,6 +350,19 @@ impl<T: VariantDriver> Device<T> {
             return ret;
         }
         let this = Self::from_vfio(vdev);
+        if T::MIGRATION_FLAGS != 0 {
+            // SAFETY: `vdev` is initialised and not registered yet, which is when vfio requires
+            // the migration ops to be set; the ops table is `'static`.
+            unsafe {
+                (*vdev).migration_flags = T::MIGRATION_FLAGS;
+                (*vdev).mig_ops = &Self::MIG_OPS;
+            }
+        }
+        // SAFETY: `io` is not initialised yet and the allocation is pinned. A mutex initialiser
+        // cannot fail.
+        let _ = unsafe {
+            new_mutex!(IoState { open: false }, "qemu_vfio_pci::io").__init(&raw mut (*this).io)
+        };
         // SAFETY: The allocation holds a whole `Device<T>`, is pinned (vfio never moves it) and
         // `data` is not initialised yet.
         //
@@ -166,8 +385,11 @@ impl<T: VariantDriver> Device<T> {
     /// Called once, when the last reference to a device whose `init` succeeded is dropped.
     unsafe extern "C" fn release_callback(vdev: *mut bindings::vfio_device) {
         let this = Self::from_vfio(vdev);
-        // SAFETY: `data` was initialised by `init` and nothing uses it any more.
-        unsafe { core::ptr::drop_in_place(&raw mut (*this).data) };
+        // SAFETY: `io` and `data` were initialised by `init` and nothing uses them any more.
+        unsafe {
+            core::ptr::drop_in_place(&raw mut (*this).data);
+            core::ptr::drop_in_place(&raw mut (*this).io);
+        }
         // SAFETY: Pairs with `vfio_pci_core_init_dev()` in `init`.
         unsafe { bindings::vfio_pci_core_release_dev(vdev) };
     }
@@ -186,7 +408,10 @@ impl<T: VariantDriver> Device<T> {
         }
         // SAFETY: The device is initialised and stays so while it is open.
         let this = unsafe { Self::borrow(vdev) };
+        // INVARIANT: `vfio_pci_core_enable()` succeeded, so the BARs are mapped.
+        this.io.lock().open = true;
         if let Err(e) = T::open(this) {
+            this.io.lock().open = false;
             // SAFETY: Undoes `vfio_pci_core_enable()`.
             unsafe { bindings::vfio_pci_core_disable(core) };
             return e.to_errno();
@@ -204,8 +429,125 @@ impl<T: VariantDriver> Device<T> {
     /// opened.
     unsafe extern "C" fn close_callback(vdev: *mut bindings::vfio_device) {
         // SAFETY: The device is open, hence initialised.
-        T::close(unsafe { Self::borrow(vdev) });
+        let this = unsafe { Self::borrow(vdev) };
+        T::close(this);
+        // INVARIANT: Close the gate before vfio-pci-core unmaps the BARs; this waits for any
+        // `with_io` in progress.
+        this.io.lock().open = false;
         // SAFETY: Pairs with the successful open.
         unsafe { bindings::vfio_pci_core_close_device(vdev) };
+    }
+}
+
+/// Migration callbacks (`struct vfio_migration_ops`) and the PCI reset hook.
+impl<T: VariantDriver> Device<T> {
+    const MIG_OPS: bindings::vfio_migration_ops = bindings::vfio_migration_ops {
+        migration_set_state: Some(Self::set_state_callback),
+        migration_get_state: Some(Self::get_state_callback),
+        migration_get_data_size: Some(Self::data_size_callback),
+    };
+
+    const ERR_HANDLERS: kernel::bindings::pci_error_handlers =
+        kernel::bindings::pci_error_handlers {
+            error_detected: Some(bindings::vfio_pci_core_aer_err_detected),
+            reset_done: Some(Self::reset_done_callback),
+            ..pin_init::zeroed()
+        };
+
+    /// The PCI error handlers: vfio-pci-core's, plus `reset_done` for [`VariantDriver::reset_done`].
+    pub(super) fn err_handlers() -> &'static kernel::bindings::pci_error_handlers {
+        &Self::ERR_HANDLERS
+    }
+
+    /// `vfio_migration_ops.migration_set_state`.
+    ///
+    /// # Safety
+    ///
+    /// Called by the vfio core for an open device of this driver.
+    unsafe extern "C" fn set_state_callback(
+        vdev: *mut bindings::vfio_device,
+        new_state: bindings::vfio_device_mig_state,
+    ) -> *mut kernel::bindings::file {
+        // SAFETY: The device is open, hence initialised.
+        let this = unsafe { Self::borrow(vdev) };
+        match T::set_state(this, new_state) {
+            // The reference moves to the vfio core, which installs it in a file descriptor.
+            Ok(Some(file)) => ARef::into_raw(file).as_ptr().cast(),
+            Ok(None) => core::ptr::null_mut(),
+            Err(e) => e.to_ptr(),
+        }
+    }
+
+    /// `vfio_migration_ops.migration_get_state`.
+    ///
+    /// # Safety
+    ///
+    /// Called by the vfio core for an open device of this driver with a valid `state`.
+    unsafe extern "C" fn get_state_callback(
+        vdev: *mut bindings::vfio_device,
+        state: *mut bindings::vfio_device_mig_state,
+    ) -> c_int {
+        // SAFETY: The device is open, hence initialised.
+        let this = unsafe { Self::borrow(vdev) };
+        match T::get_state(this) {
+            Ok(s) => {
+                // SAFETY: `state` is valid for writes (function safety requirement).
+                unsafe { state.write(s) };
+                0
+            }
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    /// `vfio_migration_ops.migration_get_data_size`.
+    ///
+    /// # Safety
+    ///
+    /// Called by the vfio core for an open device of this driver with a valid `size`.
+    unsafe extern "C" fn data_size_callback(
+        vdev: *mut bindings::vfio_device,
+        size: *mut c_ulong,
+    ) -> c_int {
+        // SAFETY: The device is open, hence initialised.
+        let this = unsafe { Self::borrow(vdev) };
+        match T::data_size(this) {
+            Ok(n) => {
+                // SAFETY: `size` is valid for writes (function safety requirement).
+                // CAST: `usize` and `unsigned long` have the same size in the kernel.
+                unsafe { size.write(n as c_ulong) };
+                0
+            }
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    /// `pci_error_handlers.reset_done`.
+    ///
+    /// # Safety
+    ///
+    /// Called by the PCI core for a device bound to this driver (probe succeeded).
+    unsafe extern "C" fn reset_done_callback(pdev: *mut kernel::bindings::pci_dev) {
+        // SAFETY: Probe set drvdata to the core device, which is our `Device<T>`.
+        let core: *mut bindings::vfio_pci_core_device =
+            unsafe { kernel::bindings::dev_get_drvdata(&raw mut (*pdev).dev) }.cast();
+        if core.is_null() {
+            return;
+        }
+        // SAFETY: The device stays initialised while the driver is bound.
+        T::reset_done(unsafe { Self::borrow(&raw mut (*core).vdev) });
+    }
+}
+
+// SAFETY: The reference count is that of the vfio device's `struct device`, which keeps the
+// allocation (and so the `Device<T>`) alive: `release` runs only when it drops to zero.
+unsafe impl<T: VariantDriver> AlwaysRefCounted for Device<T> {
+    fn inc_ref(&self) {
+        // SAFETY: `core` is initialised; its `vdev.device` is a live, refcounted device.
+        unsafe { kernel::bindings::get_device(&raw mut (*self.core.get()).vdev.device) };
+    }
+
+    unsafe fn dec_ref(obj: NonNull<Self>) {
+        // SAFETY: The caller owns a reference, which this drops (this is `vfio_put_device()`).
+        unsafe { kernel::bindings::put_device(&raw mut (*(*obj.as_ptr()).core.get()).vdev.device) };
     }
 }

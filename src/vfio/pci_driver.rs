@@ -148,7 +148,7 @@ impl<T: VariantDriver> Registration<T> {
                     (*drv).id_table = ids.as_ptr();
                     (*drv).probe = Some(Self::probe_callback);
                     (*drv).remove = Some(Self::remove_callback);
-                    (*drv).err_handler = &raw const bindings::vfio_pci_core_err_handlers;
+                    (*drv).err_handler = Device::<T>::err_handlers();
                     (*drv).driver_managed_dma = true;
                 }
                 // SAFETY: `drv` is a fully initialised `struct pci_driver` that stays pinned until

@@ -1,0 +1,300 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The VFIO v2 migration protocol: the state machine and its data files.
+//!
+//! [`Migration`] holds a device's migration state behind a mutex. [`Migration::set_state`] walks a
+//! requested transition one single-step arc at a time (as `vfio_mig_get_next_state()` gives
+//! them), and the state it reports is always the last step that completed: a failed step leaves
+//! the device in the state before it.
+//!
+//! Arcs that move data open a data file: `STOP -> STOP_COPY` a [`save::SaveFile`],
+//! `STOP -> RESUMING` a [`resume::ResumeFile`]. Leaving the data state, a reset, and closing the
+//! device disable the file: later reads and writes fail with `ENODEV`.
+//!
+//! # Reset
+//!
+//! `VFIO_DEVICE_RESET` reaches [`Migration::reset_done`] with vfio-pci-core's `memory_lock` held
+//! for writing, while a state change holds the state mutex and then takes `memory_lock` to touch
+//! the BARs, and a data file's `read()` holds its own mutex while it faults in user pages (mm
+//! lock, then `memory_lock` for a mapped BAR). Waiting for the state mutex in `reset_done` would
+//! close that cycle, so the reset is deferred as in mlx5: `reset_done` sets a flag under a spin
+//! lock and only takes the state mutex if it is free; otherwise whoever holds it performs the
+//! reset when it unlocks ([`StateGuard`]).
+//!
+//! This module has no `unsafe` code: the device is reached through [`MigDevice`].
+
+use kernel::{
+    fs::File,
+    new_mutex, new_spinlock,
+    prelude::*,
+    sync::{
+        aref::{
+            ARef,
+            AlwaysRefCounted, //
+        },
+        lock::{
+            mutex::MutexBackend,
+            Guard, //
+        },
+        Arc,
+        Mutex,
+        SpinLock, //
+    },
+};
+
+use crate::stream::{
+    stream_len,
+    DeviceIdentity, //
+};
+
+pub(crate) mod resume;
+pub(crate) mod save;
+pub(crate) mod state;
+
+use resume::ResumeFile;
+use save::SaveFile;
+use state::{
+    Arc as Step,
+    MigState, //
+};
+
+/// Converts a positive errno number from the stream code into an [`Error`].
+fn errno(n: i32) -> Error {
+    Error::from_errno(-n)
+}
+
+/// A device that can be migrated: what the protocol code needs from the driver.
+///
+/// The driver implements it for its vfio device (see [`crate::driver`]); a test can implement it
+/// for a fake device.
+pub(crate) trait MigDevice: AlwaysRefCounted + Send + Sync + Sized + 'static {
+    /// The device's migration state.
+    fn migration(&self) -> &Migration<Self>;
+
+    /// What a stream of this device carries and what a destination must match.
+    fn identity(&self) -> Result<DeviceIdentity>;
+
+    /// Length of the device's register blob.
+    fn regs_len(&self) -> usize;
+
+    /// Reads the registers into `out` (`regs_len()` bytes).
+    fn save_regs(&self, out: &mut [u8]) -> Result;
+
+    /// Validates a register blob without touching the device.
+    fn check_regs(&self, regs: &[u8]) -> Result;
+
+    /// Programs the registers from a validated blob.
+    fn restore_regs(&self, regs: &[u8]) -> Result;
+
+    /// Reads device memory at `offset`.
+    fn read_memory(&self, offset: u64, out: &mut [u8]) -> Result;
+
+    /// Writes device memory at `offset`.
+    fn write_memory(&self, offset: u64, data: &[u8]) -> Result;
+
+    /// The next single step from `cur` towards `new` (`vfio_mig_get_next_state()`).
+    fn next_step(&self, cur: MigState, new: u32) -> Result<MigState>;
+}
+
+/// The state under the state mutex.
+struct Inner<D: MigDevice> {
+    /// The current state: the last step that completed.
+    state: MigState,
+    /// The open saving file, while in STOP_COPY.
+    saving: Option<Arc<SaveFile<D>>>,
+    /// The open resuming file, while in RESUMING.
+    resuming: Option<Arc<ResumeFile<D>>>,
+}
+
+impl<D: MigDevice> Inner<D> {
+    /// Disables and forgets the data files.
+    fn disable_files(&mut self) {
+        if let Some(f) = self.saving.take() {
+            f.disable();
+        }
+        if let Some(f) = self.resuming.take() {
+            f.disable();
+        }
+    }
+}
+
+/// A device's migration state.
+///
+/// # Invariants
+///
+/// `inner.saving` is `Some` exactly in STOP_COPY and `inner.resuming` exactly in RESUMING.
+#[pin_data]
+pub(crate) struct Migration<D: MigDevice> {
+    #[pin]
+    inner: Mutex<Inner<D>>,
+    /// A reset happened and the state mutex holder must apply it (`deferred_reset`).
+    #[pin]
+    deferred_reset: SpinLock<bool>,
+}
+
+/// The state mutex, held; on unlock it applies a deferred reset first.
+struct StateGuard<'a, D: MigDevice> {
+    mig: &'a Migration<D>,
+    guard: Option<Guard<'a, Inner<D>, MutexBackend>>,
+}
+
+impl<D: MigDevice> StateGuard<'_, D> {
+    fn inner(&mut self) -> Result<&mut Inner<D>> {
+        // The guard is only taken in `drop`.
+        self.guard.as_deref_mut().ok_or(EINVAL)
+    }
+}
+
+impl<D: MigDevice> Drop for StateGuard<'_, D> {
+    fn drop(&mut self) {
+        loop {
+            let mut deferred = self.mig.deferred_reset.lock();
+            if !*deferred {
+                // Unlock the state mutex while holding the spin lock, so that a `reset_done`
+                // racing with us either sees the mutex free or its flag seen by us.
+                drop(self.guard.take());
+                drop(deferred);
+                return;
+            }
+            *deferred = false;
+            drop(deferred);
+            if let Some(inner) = self.guard.as_deref_mut() {
+                Migration::apply_reset(inner);
+            }
+        }
+    }
+}
+
+impl<D: MigDevice> Migration<D> {
+    /// A device in RUNNING with no data files.
+    pub(crate) fn new() -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            inner <- new_mutex!(Inner {
+                state: MigState::Running,
+                saving: None,
+                resuming: None,
+            }, "qemu_vfio_pci::migration"),
+            deferred_reset <- new_spinlock!(false, "qemu_vfio_pci::deferred_reset"),
+        }? Error)
+    }
+
+    fn lock(&self) -> StateGuard<'_, D> {
+        StateGuard {
+            mig: self,
+            guard: Some(self.inner.lock()),
+        }
+    }
+
+    /// What a reset does to the migration state: RUNNING, data files disabled.
+    fn apply_reset(inner: &mut Inner<D>) {
+        // INVARIANT: Both files are dropped as the state becomes RUNNING.
+        inner.disable_files();
+        inner.state = MigState::Running;
+    }
+
+    /// The device was opened: it starts in RUNNING.
+    pub(crate) fn open(&self) {
+        if let Ok(inner) = self.lock().inner() {
+            Self::apply_reset(inner);
+        }
+    }
+
+    /// The device is being closed: data files reach their end, the state returns to RUNNING.
+    pub(crate) fn close(&self) {
+        if let Ok(inner) = self.lock().inner() {
+            Self::apply_reset(inner);
+        }
+    }
+
+    /// The device was reset (`pci_error_handlers.reset_done`); see the module docs.
+    pub(crate) fn reset_done(&self) {
+        let mut deferred = self.deferred_reset.lock();
+        *deferred = true;
+        let Some(guard) = self.inner.try_lock() else {
+            // The holder applies it when it unlocks.
+            return;
+        };
+        drop(deferred);
+        // Dropping the guard applies the deferred reset.
+        drop(StateGuard {
+            mig: self,
+            guard: Some(guard),
+        });
+    }
+
+    /// The current state (`migration_get_state`).
+    pub(crate) fn get_state(&self) -> Result<u32> {
+        let mut guard = self.lock();
+        Ok(guard.inner()?.state.raw())
+    }
+
+    /// The exact length of the stream a STOP_COPY would produce now (`migration_get_data_size`).
+    pub(crate) fn data_size(dev: &D) -> Result<usize> {
+        let identity = dev.identity()?;
+        let regs_len = u32::try_from(dev.regs_len()).map_err(|_| EINVAL)?;
+        let len = stream_len(identity, regs_len).map_err(|_| EOVERFLOW)?;
+        usize::try_from(len).map_err(|_| EOVERFLOW)
+    }
+
+    /// Takes the device to the uAPI state `new` (`migration_set_state`).
+    pub(crate) fn set_state(dev: &D, new: u32) -> Result<Option<ARef<File>>> {
+        let mig = dev.migration();
+        let mut guard = mig.lock();
+        let inner = guard.inner()?;
+        let mut file = None;
+        while inner.state.raw() != new {
+            let next = dev.next_step(inner.state, new)?;
+            let opened = Self::step(dev, inner, next)?;
+            inner.state = next;
+            if let Some(f) = opened {
+                if next.raw() != new {
+                    // Only the final step may hand out a file; the core would have nowhere to put
+                    // an earlier one. `vfio_mig_get_next_state()` never plans such a path.
+                    return Err(EINVAL);
+                }
+                file = Some(f);
+            }
+        }
+        Ok(file)
+    }
+
+    /// Performs one single-step arc `inner.state -> next`.
+    fn step(dev: &D, inner: &mut Inner<D>, next: MigState) -> Result<Option<ARef<File>>> {
+        let arc = Step::of(inner.state, next).ok_or(EINVAL)?;
+        match arc {
+            // The device has no DMA, peer-to-peer or otherwise, and no interrupts, and it does not
+            // change its own state: there is nothing to quiesce, stop or start.
+            Step::QuiesceP2p | Step::ResumeP2p | Step::Stop | Step::Start => Ok(None),
+            Step::BeginStopCopy => {
+                let (saving, file) = SaveFile::create(dev)?;
+                // INVARIANT: `saving` is set as the state becomes STOP_COPY.
+                inner.saving = Some(saving);
+                Ok(Some(file))
+            }
+            Step::EndStopCopy => {
+                if let Some(f) = inner.saving.take() {
+                    f.disable();
+                }
+                Ok(None)
+            }
+            Step::BeginResume => {
+                let (resuming, file) = ResumeFile::create(dev)?;
+                // INVARIANT: `resuming` is set as the state becomes RESUMING.
+                inner.resuming = Some(resuming);
+                Ok(Some(file))
+            }
+            Step::FinishResume => {
+                let resuming = inner.resuming.as_ref().ok_or(EINVAL)?;
+                // Validates the whole stream, then programs the registers; on failure the device
+                // stays in RESUMING with its registers untouched.
+                resuming.finish()?;
+                if let Some(f) = inner.resuming.take() {
+                    f.disable();
+                }
+                Ok(None)
+            }
+            // PRE_COPY is not advertised, so the core never plans these arcs.
+            Step::BeginPreCopy | Step::EndPreCopy | Step::PreCopyToStopCopy => Err(EINVAL),
+        }
+    }
+}

@@ -1,0 +1,202 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The saving data file: streams the complete device state in STOP_COPY.
+//!
+//! The stream is produced lazily, one record at a time, into a staging buffer of one record
+//! ([`SCRATCH_LEN`], about 256 KiB) from which `read()` copies to userspace: memory use is bounded
+//! by a chunk, whatever the size of the device memory. Device memory is read while the device is
+//! stopped, so the stream is a consistent snapshot. `read()` accepts any length and returns short
+//! counts at record boundaries only when the stream ends; the end of the data is `read() == 0`.
+
+use kernel::{
+    fs::File,
+    new_mutex,
+    prelude::*,
+    sync::{
+        aref::ARef,
+        atomic::{
+            Acquire,
+            Atomic,
+            Release, //
+        },
+        poll::PollTable,
+        Arc,
+        ArcBorrow,
+        Mutex, //
+    },
+    uaccess::{
+        UserSliceReader,
+        UserSliceWriter, //
+    },
+};
+
+use crate::{
+    stream::{
+        Encoder,
+        Source,
+        SourceError,
+        SCRATCH_LEN, //
+    },
+    vfio::{
+        crc::KernelCrc32c,
+        data_file::{
+            self,
+            poll_mask,
+            DataFile,
+            Direction, //
+        },
+    },
+};
+
+use super::{
+    errno,
+    MigDevice, //
+};
+
+/// The state of a saving file, under its mutex.
+///
+/// # Invariants
+///
+/// `pos <= filled <= buf.len()`; `buf[pos..filled]` are the stream bytes not yet read.
+struct SaveInner {
+    encoder: Encoder,
+    /// One staged record.
+    buf: KVVec<u8>,
+    pos: usize,
+    filled: usize,
+    /// The encoder produced the END record and it was staged.
+    done: bool,
+}
+
+/// A saving data file.
+#[pin_data]
+pub(crate) struct SaveFile<D: MigDevice> {
+    dev: ARef<D>,
+    /// Set when the FSM left STOP_COPY, on reset and on close: reads fail with `ENODEV`.
+    ///
+    /// An atomic, not part of the mutex-protected state: a reset disables the file with
+    /// vfio-pci-core's `memory_lock` held, while a read holds the file's mutex and then takes
+    /// `memory_lock` to read the device; taking the mutex here would close that cycle. A read in
+    /// progress sees the flag at its next record.
+    disabled: Atomic<bool>,
+    #[pin]
+    inner: Mutex<SaveInner>,
+}
+
+/// The device as the encoder's [`Source`].
+struct DevSource<'a, D: MigDevice>(&'a D);
+
+impl<D: MigDevice> Source for DevSource<'_, D> {
+    fn regs(&mut self, out: &mut [u8]) -> Result<(), SourceError> {
+        self.0
+            .save_regs(out)
+            .map_err(|e| SourceError(-e.to_errno()))
+    }
+
+    fn memory(&mut self, offset: u64, out: &mut [u8]) -> Result<(), SourceError> {
+        self.0
+            .read_memory(offset, out)
+            .map_err(|e| SourceError(-e.to_errno()))
+    }
+}
+
+impl<D: MigDevice> SaveFile<D> {
+    /// Starts saving `dev`: returns the file's state and the file for userspace.
+    pub(crate) fn create(dev: &D) -> Result<(Arc<Self>, ARef<File>)> {
+        let identity = dev.identity()?;
+        let regs_len = u32::try_from(dev.regs_len()).map_err(|_| EINVAL)?;
+        let buf = KVVec::from_elem(0u8, SCRATCH_LEN, GFP_KERNEL)?;
+        // INVARIANT: Nothing is staged: `pos == filled == 0`.
+        let this = Arc::pin_init(
+            pin_init!(Self {
+                dev: ARef::from(dev),
+                disabled: Atomic::new(false),
+                inner <- new_mutex!(SaveInner {
+                    encoder: Encoder::new(identity, regs_len),
+                    buf,
+                    pos: 0,
+                    filled: 0,
+                    done: false,
+                }, "qemu_vfio_pci::save_file"),
+            }),
+            GFP_KERNEL,
+        )?;
+        let file = data_file::create(c"qemu_vfio_pci_save", this.clone(), Direction::Save)?;
+        Ok((this, file))
+    }
+
+    /// Ends the file: later reads fail with `ENODEV`. Does not wait (see `disabled`).
+    pub(crate) fn disable(&self) {
+        self.disabled.store(true, Release);
+    }
+}
+
+impl<D: MigDevice> DataFile for SaveFile<D> {
+    fn read(this: ArcBorrow<'_, Self>, out: &mut UserSliceWriter, nonblock: bool) -> Result<usize> {
+        let mut guard = if nonblock {
+            this.inner.try_lock().ok_or(EAGAIN)?
+        } else {
+            this.inner.lock()
+        };
+        let inner = &mut *guard;
+        let mut total = 0;
+        while !out.is_empty() {
+            if this.disabled.load(Acquire) {
+                return if total > 0 { Ok(total) } else { Err(ENODEV) };
+            }
+            if inner.pos == inner.filled {
+                if inner.done {
+                    break;
+                }
+                let mut source = DevSource(&*this.dev);
+                match inner
+                    .encoder
+                    .next_record(&mut source, &KernelCrc32c, &mut inner.buf)
+                {
+                    // INVARIANT: The encoder wrote `n <= buf.len()` bytes.
+                    Ok(Some(n)) => {
+                        inner.pos = 0;
+                        inner.filled = n;
+                    }
+                    Ok(None) => {
+                        inner.done = true;
+                        break;
+                    }
+                    // Report what was read so far; the error (sticky in the encoder's source)
+                    // comes with the next read.
+                    Err(_) if total > 0 => break,
+                    Err(e) => return Err(errno(e.errno_hint())),
+                }
+            }
+            let n = out.len().min(inner.filled - inner.pos);
+            let chunk = inner.buf.get(inner.pos..inner.pos + n).ok_or(EINVAL)?;
+            match out.write_slice(chunk) {
+                Ok(()) => {}
+                Err(_) if total > 0 => break,
+                Err(e) => return Err(e),
+            }
+            inner.pos += n;
+            total += n;
+        }
+        Ok(total)
+    }
+
+    fn write(
+        _this: ArcBorrow<'_, Self>,
+        _input: &mut UserSliceReader,
+        _nonblock: bool,
+    ) -> Result<usize> {
+        // The VFS refuses writes to a read-only file first.
+        Err(EBADF)
+    }
+
+    fn poll(this: ArcBorrow<'_, Self>, _file: &File, _table: PollTable<'_>) -> u32 {
+        // Data, or the permanent end of the stream, is always available at once: reads never wait
+        // for the device, so there is nothing to wait for.
+        if this.disabled.load(Acquire) {
+            poll_mask::ERROR
+        } else {
+            poll_mask::READABLE
+        }
+    }
+}
