@@ -24,7 +24,11 @@ use crate::{
         Backend, //
     },
     migration::{
-        state::MigState,
+        state::{
+            MigState,
+            FLAG_P2P,
+            FLAG_STOP_COPY, //
+        },
         MigDevice,
         Migration, //
     },
@@ -32,9 +36,7 @@ use crate::{
     vfio::{
         device::{
             Device,
-            VariantDriver,
-            MIGRATION_P2P,
-            MIGRATION_STOP_COPY, //
+            VariantDriver, //
         },
         pci_driver::{
             DeviceId,
@@ -85,10 +87,10 @@ impl VariantDriver for QemuVfioPci {
     }
 
     // The device has no DMA, so peer-to-peer quiescence is trivially real; PRE_COPY comes later.
-    const MIGRATION_FLAGS: u32 = MIGRATION_STOP_COPY | MIGRATION_P2P;
+    const MIGRATION_FLAGS: u32 = FLAG_STOP_COPY | FLAG_P2P;
 
     fn set_state(dev: &QvpDevice, new: u32) -> Result<Option<ARef<File>>> {
-        Migration::set_state(dev, new)
+        Migration::<QvpDevice>::set_state(&ARef::from(dev), new)
     }
 
     fn get_state(dev: &QvpDevice) -> Result<u32> {
@@ -105,6 +107,8 @@ impl VariantDriver for QemuVfioPci {
 }
 
 impl MigDevice for QvpDevice {
+    type Ref = ARef<Self>;
+
     fn migration(&self) -> &Migration<Self> {
         self.data().get_ref()
     }

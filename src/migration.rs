@@ -23,15 +23,15 @@
 //!
 //! This module has no `unsafe` code: the device is reached through [`MigDevice`].
 
+use core::ops::Deref;
+
 use kernel::{
     fs::File,
-    new_mutex, new_spinlock,
+    new_mutex,
+    new_spinlock,
     prelude::*,
     sync::{
-        aref::{
-            ARef,
-            AlwaysRefCounted, //
-        },
+        aref::ARef,
         lock::{
             mutex::MutexBackend,
             Guard, //
@@ -58,6 +58,42 @@ use state::{
     MigState, //
 };
 
+/// Where a saving file's `read()` puts stream bytes: userspace, or a kernel buffer in tests.
+pub(crate) trait ByteSink {
+    /// How many more bytes fit.
+    fn room(&self) -> usize;
+    /// Appends `data` (at most `room()` bytes).
+    fn put(&mut self, data: &[u8]) -> Result;
+}
+
+/// Where a resuming file's `write()` takes stream bytes from.
+pub(crate) trait ByteSource {
+    /// How many bytes are left.
+    fn left(&self) -> usize;
+    /// Fills `out` with the next `out.len()` (at most `left()`) bytes.
+    fn take(&mut self, out: &mut [u8]) -> Result;
+}
+
+impl ByteSink for kernel::uaccess::UserSliceWriter {
+    fn room(&self) -> usize {
+        self.len()
+    }
+
+    fn put(&mut self, data: &[u8]) -> Result {
+        self.write_slice(data)
+    }
+}
+
+impl ByteSource for kernel::uaccess::UserSliceReader {
+    fn left(&self) -> usize {
+        self.len()
+    }
+
+    fn take(&mut self, out: &mut [u8]) -> Result {
+        self.read_slice(out)
+    }
+}
+
 /// Converts a positive errno number from the stream code into an [`Error`].
 fn errno(n: i32) -> Error {
     Error::from_errno(-n)
@@ -67,7 +103,11 @@ fn errno(n: i32) -> Error {
 ///
 /// The driver implements it for its vfio device (see [`crate::driver`]); a test can implement it
 /// for a fake device.
-pub(crate) trait MigDevice: AlwaysRefCounted + Send + Sync + Sized + 'static {
+pub(crate) trait MigDevice: Send + Sync + Sized + 'static {
+    /// An owned reference that keeps the device alive; data files hold one, since they can
+    /// outlive the device's close (`ARef` for a vfio device, `Arc` for a test double).
+    type Ref: Deref<Target = Self> + Clone + Send + Sync;
+
     /// The device's migration state.
     fn migration(&self) -> &Migration<Self>;
 
@@ -237,7 +277,7 @@ impl<D: MigDevice> Migration<D> {
     }
 
     /// Takes the device to the uAPI state `new` (`migration_set_state`).
-    pub(crate) fn set_state(dev: &D, new: u32) -> Result<Option<ARef<File>>> {
+    pub(crate) fn set_state(dev: &D::Ref, new: u32) -> Result<Option<ARef<File>>> {
         let mig = dev.migration();
         let mut guard = mig.lock();
         let inner = guard.inner()?;
@@ -259,7 +299,7 @@ impl<D: MigDevice> Migration<D> {
     }
 
     /// Performs one single-step arc `inner.state -> next`.
-    fn step(dev: &D, inner: &mut Inner<D>, next: MigState) -> Result<Option<ARef<File>>> {
+    fn step(dev: &D::Ref, inner: &mut Inner<D>, next: MigState) -> Result<Option<ARef<File>>> {
         let arc = Step::of(inner.state, next).ok_or(EINVAL)?;
         match arc {
             // The device has no DMA, peer-to-peer or otherwise, and no interrupts, and it does not
@@ -296,5 +336,23 @@ impl<D: MigDevice> Migration<D> {
             // PRE_COPY is not advertised, so the core never plans these arcs.
             Step::BeginPreCopy | Step::EndPreCopy | Step::PreCopyToStopCopy => Err(EINVAL),
         }
+    }
+}
+
+/// Access for the KUnit tests (`tests/kunit/migration.rs`) to the data files the state machine
+/// opened: the files [`Migration::set_state`] hands out cannot be read or written from kernel
+/// space, so the tests drive the driver objects behind them.
+#[cfg(CONFIG_KUNIT = "y")]
+impl<D: MigDevice> Migration<D> {
+    /// The open saving file: `Some` exactly in STOP_COPY.
+    pub(crate) fn saving_file(&self) -> Option<Arc<SaveFile<D>>> {
+        let mut guard = self.lock();
+        guard.inner().ok()?.saving.clone()
+    }
+
+    /// The open resuming file: `Some` exactly in RESUMING.
+    pub(crate) fn resuming_file(&self) -> Option<Arc<ResumeFile<D>>> {
+        let mut guard = self.lock();
+        guard.inner().ok()?.resuming.clone()
     }
 }

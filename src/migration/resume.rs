@@ -54,6 +54,7 @@ use crate::{
 
 use super::{
     errno,
+    ByteSource,
     MigDevice, //
 };
 
@@ -71,7 +72,7 @@ struct ResumeInner {
 /// A resuming data file.
 #[pin_data]
 pub(crate) struct ResumeFile<D: MigDevice> {
-    dev: ARef<D>,
+    dev: D::Ref,
     /// Set when the FSM left RESUMING, on reset and on close: writes fail with `ENODEV`.
     ///
     /// An atomic for the same reason as in [`super::save::SaveFile`]: a reset must not wait for
@@ -123,12 +124,12 @@ impl<D: MigDevice> Sink for DevSink<'_, D> {
 
 impl<D: MigDevice> ResumeFile<D> {
     /// Starts resuming into `dev`: returns the file's state and the file for userspace.
-    pub(crate) fn create(dev: &D) -> Result<(Arc<Self>, ARef<File>)> {
+    pub(crate) fn create(dev: &D::Ref) -> Result<(Arc<Self>, ARef<File>)> {
         let identity = dev.identity()?;
         let scratch = KVVec::from_elem(0u8, SCRATCH_LEN, GFP_KERNEL)?;
         let this = Arc::pin_init(
             pin_init!(Self {
-                dev: ARef::from(dev),
+                dev: dev.clone(),
                 disabled: Atomic::new(false),
                 inner <- new_mutex!(ResumeInner {
                     decoder: Decoder::new(identity),
@@ -146,6 +147,42 @@ impl<D: MigDevice> ResumeFile<D> {
     /// Ends the file: later writes fail with `ENODEV`. Does not wait (see `disabled`).
     pub(crate) fn disable(&self) {
         self.disabled.store(true, Release);
+    }
+
+    /// `write()`: consumes up to `input.left()` stream bytes. With `nonblock`, `EAGAIN` instead of
+    /// waiting for another writer.
+    pub(crate) fn write_from(&self, input: &mut impl ByteSource, nonblock: bool) -> Result<usize> {
+        let this = self;
+        let mut guard = if nonblock {
+            this.inner.try_lock().ok_or(EAGAIN)?
+        } else {
+            this.inner.lock()
+        };
+        let inner = &mut *guard;
+        let mut total = 0;
+        while input.left() > 0 {
+            if this.disabled.load(Acquire) {
+                return if total > 0 { Ok(total) } else { Err(ENODEV) };
+            }
+            let dst = inner
+                .decoder
+                .buffer(&mut inner.scratch)
+                .map_err(|e| errno(e.errno_hint()))?;
+            let n = input.left().min(dst.len());
+            let dst = dst.get_mut(..n).ok_or(EINVAL)?;
+            input.take(dst)?;
+            let mut sink = DevSink {
+                dev: &*this.dev,
+                regs: &mut inner.regs,
+                regs_len: &mut inner.regs_len,
+            };
+            inner
+                .decoder
+                .commit(n, &inner.scratch, &KernelCrc32c, &mut sink)
+                .map_err(|e| errno(e.errno_hint()))?;
+            total += n;
+        }
+        Ok(total)
     }
 
     /// `RESUMING -> STOP`: checks that the whole stream arrived and validated, then programs the
@@ -177,36 +214,7 @@ impl<D: MigDevice> DataFile for ResumeFile<D> {
         input: &mut UserSliceReader,
         nonblock: bool,
     ) -> Result<usize> {
-        let mut guard = if nonblock {
-            this.inner.try_lock().ok_or(EAGAIN)?
-        } else {
-            this.inner.lock()
-        };
-        let inner = &mut *guard;
-        let mut total = 0;
-        while !input.is_empty() {
-            if this.disabled.load(Acquire) {
-                return if total > 0 { Ok(total) } else { Err(ENODEV) };
-            }
-            let dst = inner
-                .decoder
-                .buffer(&mut inner.scratch)
-                .map_err(|e| errno(e.errno_hint()))?;
-            let n = input.len().min(dst.len());
-            let dst = dst.get_mut(..n).ok_or(EINVAL)?;
-            input.read_slice(dst)?;
-            let mut sink = DevSink {
-                dev: &*this.dev,
-                regs: &mut inner.regs,
-                regs_len: &mut inner.regs_len,
-            };
-            inner
-                .decoder
-                .commit(n, &inner.scratch, &KernelCrc32c, &mut sink)
-                .map_err(|e| errno(e.errno_hint()))?;
-            total += n;
-        }
-        Ok(total)
+        this.write_from(input, nonblock)
     }
 
     fn poll(this: ArcBorrow<'_, Self>, _file: &File, _table: PollTable<'_>) -> u32 {

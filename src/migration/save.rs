@@ -50,6 +50,7 @@ use crate::{
 
 use super::{
     errno,
+    ByteSink,
     MigDevice, //
 };
 
@@ -71,7 +72,7 @@ struct SaveInner {
 /// A saving data file.
 #[pin_data]
 pub(crate) struct SaveFile<D: MigDevice> {
-    dev: ARef<D>,
+    dev: D::Ref,
     /// Set when the FSM left STOP_COPY, on reset and on close: reads fail with `ENODEV`.
     ///
     /// An atomic, not part of the mutex-protected state: a reset disables the file with
@@ -102,14 +103,14 @@ impl<D: MigDevice> Source for DevSource<'_, D> {
 
 impl<D: MigDevice> SaveFile<D> {
     /// Starts saving `dev`: returns the file's state and the file for userspace.
-    pub(crate) fn create(dev: &D) -> Result<(Arc<Self>, ARef<File>)> {
+    pub(crate) fn create(dev: &D::Ref) -> Result<(Arc<Self>, ARef<File>)> {
         let identity = dev.identity()?;
         let regs_len = u32::try_from(dev.regs_len()).map_err(|_| EINVAL)?;
         let buf = KVVec::from_elem(0u8, SCRATCH_LEN, GFP_KERNEL)?;
         // INVARIANT: Nothing is staged: `pos == filled == 0`.
         let this = Arc::pin_init(
             pin_init!(Self {
-                dev: ARef::from(dev),
+                dev: dev.clone(),
                 disabled: Atomic::new(false),
                 inner <- new_mutex!(SaveInner {
                     encoder: Encoder::new(identity, regs_len),
@@ -125,14 +126,10 @@ impl<D: MigDevice> SaveFile<D> {
         Ok((this, file))
     }
 
-    /// Ends the file: later reads fail with `ENODEV`. Does not wait (see `disabled`).
-    pub(crate) fn disable(&self) {
-        self.disabled.store(true, Release);
-    }
-}
-
-impl<D: MigDevice> DataFile for SaveFile<D> {
-    fn read(this: ArcBorrow<'_, Self>, out: &mut UserSliceWriter, nonblock: bool) -> Result<usize> {
+    /// `read()`: copies up to `out.room()` stream bytes to `out`; `Ok(0)` at the end of the
+    /// stream. With `nonblock`, `EAGAIN` instead of waiting for another reader.
+    pub(crate) fn read_into(&self, out: &mut impl ByteSink, nonblock: bool) -> Result<usize> {
+        let this = self;
         let mut guard = if nonblock {
             this.inner.try_lock().ok_or(EAGAIN)?
         } else {
@@ -140,7 +137,7 @@ impl<D: MigDevice> DataFile for SaveFile<D> {
         };
         let inner = &mut *guard;
         let mut total = 0;
-        while !out.is_empty() {
+        while out.room() > 0 {
             if this.disabled.load(Acquire) {
                 return if total > 0 { Ok(total) } else { Err(ENODEV) };
             }
@@ -168,9 +165,9 @@ impl<D: MigDevice> DataFile for SaveFile<D> {
                     Err(e) => return Err(errno(e.errno_hint())),
                 }
             }
-            let n = out.len().min(inner.filled - inner.pos);
+            let n = out.room().min(inner.filled - inner.pos);
             let chunk = inner.buf.get(inner.pos..inner.pos + n).ok_or(EINVAL)?;
-            match out.write_slice(chunk) {
+            match out.put(chunk) {
                 Ok(()) => {}
                 Err(_) if total > 0 => break,
                 Err(e) => return Err(e),
@@ -179,6 +176,17 @@ impl<D: MigDevice> DataFile for SaveFile<D> {
             total += n;
         }
         Ok(total)
+    }
+
+    /// Ends the file: later reads fail with `ENODEV`. Does not wait (see `disabled`).
+    pub(crate) fn disable(&self) {
+        self.disabled.store(true, Release);
+    }
+}
+
+impl<D: MigDevice> DataFile for SaveFile<D> {
+    fn read(this: ArcBorrow<'_, Self>, out: &mut UserSliceWriter, nonblock: bool) -> Result<usize> {
+        this.read_into(out, nonblock)
     }
 
     fn write(

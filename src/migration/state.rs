@@ -105,3 +105,78 @@ impl Arc {
         })
     }
 }
+
+/// `VFIO_MIGRATION_STOP_COPY`: STOP, STOP_COPY and RESUMING.
+pub(crate) const FLAG_STOP_COPY: u32 = 1 << 0;
+/// `VFIO_MIGRATION_P2P`: RUNNING_P2P (and PRE_COPY_P2P with PRE_COPY).
+pub(crate) const FLAG_P2P: u32 = 1 << 1;
+/// `VFIO_MIGRATION_PRE_COPY`: PRE_COPY (and PRE_COPY_P2P with P2P).
+pub(crate) const FLAG_PRE_COPY: u32 = 1 << 2;
+
+#[cfg_attr(not(CONFIG_KUNIT = "y"), allow(dead_code))]
+impl MigState {
+    /// The `VFIO_MIGRATION_*` flags a device needs to support this state.
+    fn required_flags(self) -> u32 {
+        match self {
+            MigState::Stop | MigState::Running | MigState::StopCopy | MigState::Resuming => {
+                FLAG_STOP_COPY
+            }
+            MigState::RunningP2p => FLAG_STOP_COPY | FLAG_P2P,
+            MigState::PreCopy => FLAG_STOP_COPY | FLAG_PRE_COPY,
+            MigState::PreCopyP2p => FLAG_STOP_COPY | FLAG_P2P | FLAG_PRE_COPY,
+            MigState::Error => !0,
+        }
+    }
+
+    /// Whether a device with migration `flags` supports this state.
+    pub(crate) fn supported(self, flags: u32) -> bool {
+        self.required_flags() & flags == self.required_flags()
+    }
+}
+
+// The planner below is what the VFIO core does for the real device; the driver itself asks the
+// core (`vfio_mig_get_next_state()`), and the planner serves the fake device of the KUnit tests
+// and the host tests.
+#[cfg_attr(not(CONFIG_KUNIT = "y"), allow(dead_code))]
+/// The next step on the shortest path from `from` towards `to` with every state reachable, as the
+/// uAPI defines the combination transitions (`vfio_from_fsm_table` in `drivers/vfio/vfio_main.c`).
+fn full_table_step(from: MigState, to: MigState) -> MigState {
+    use MigState::*;
+    match (from, to) {
+        _ if from == to => from,
+        (Error, _) | (_, Error) => Error,
+        (Stop, Running | PreCopy | PreCopyP2p | RunningP2p) => RunningP2p,
+        (Stop, StopCopy) => StopCopy,
+        (Stop, Resuming) => Resuming,
+        (Stop, Stop) => Stop,
+        (Running, PreCopy) => PreCopy,
+        (Running, _) => RunningP2p,
+        (PreCopy, PreCopyP2p | StopCopy) => PreCopyP2p,
+        (PreCopy, _) => Running,
+        (PreCopyP2p, PreCopy) => PreCopy,
+        (PreCopyP2p, StopCopy) => StopCopy,
+        (PreCopyP2p, _) => RunningP2p,
+        (StopCopy, PreCopy | PreCopyP2p) => Error,
+        (StopCopy, _) => Stop,
+        (Resuming, _) => Stop,
+        (RunningP2p, Running | PreCopy) => Running,
+        (RunningP2p, PreCopyP2p) => PreCopyP2p,
+        (RunningP2p, _) => Stop,
+    }
+}
+
+/// The next single step from `cur` towards the uAPI state `new` for a device with migration
+/// `flags`: the pure-Rust equivalent of `vfio_mig_get_next_state()`. Steps through unsupported
+/// states are skipped; `None` where the kernel returns `-EINVAL` (unsupported or out-of-range
+/// states, ERROR, and `STOP_COPY -> PRE_COPY(_P2P)`).
+pub(crate) fn next_step(flags: u32, cur: MigState, new: u32) -> Option<MigState> {
+    let new = MigState::from_raw(new)?;
+    if !cur.supported(flags) || !new.supported(flags) {
+        return None;
+    }
+    let mut next = full_table_step(cur, new);
+    while next != MigState::Error && !next.supported(flags) {
+        next = full_table_step(next, new);
+    }
+    (next != MigState::Error).then_some(next)
+}

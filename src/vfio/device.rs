@@ -41,11 +41,17 @@ use kernel::{
 
 use super::bindings;
 
-/// `VFIO_MIGRATION_STOP_COPY`: the device supports STOP, STOP_COPY and RESUMING.
-pub(crate) const MIGRATION_STOP_COPY: u32 = bindings::VFIO_MIGRATION_STOP_COPY;
-
-/// `VFIO_MIGRATION_P2P`: the device supports RUNNING_P2P.
-pub(crate) const MIGRATION_P2P: u32 = bindings::VFIO_MIGRATION_P2P;
+// The migration protocol code spells the uAPI's flags itself, without kernel types.
+const _: () = {
+    use crate::migration::state::{
+        FLAG_P2P,
+        FLAG_PRE_COPY,
+        FLAG_STOP_COPY, //
+    };
+    assert!(FLAG_STOP_COPY == bindings::VFIO_MIGRATION_STOP_COPY);
+    assert!(FLAG_P2P == bindings::VFIO_MIGRATION_P2P);
+    assert!(FLAG_PRE_COPY == bindings::VFIO_MIGRATION_PRE_COPY);
+};
 
 /// A vfio-pci variant driver: what a driver adds to plain vfio-pci.
 pub(crate) trait VariantDriver: Sized + 'static {

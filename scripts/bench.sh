@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# `make bench`: migration throughput in the test guest for 16 MiB and 256 MiB of VRAM, next to
+# plain memory copies of the same size measured in the same run (tests/bench/mig_bench.c).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/env.sh"
+repo=$(cd "$here/.." && pwd)
+cd "$repo"
+
+"$here/setup.sh" >&2
+kbuild=$("$here/build-kernel.sh")
+make -s -C tests/bench KHDR="$kbuild/usr/include"
+for vgamem in ${QVP_BENCH_SIZES:-16M 256M}; do
+	tests/vm/run --vgamem "$vgamem" --memory 2G -- sh -c 'tests/bench/mig_bench $QVP_BDFS'
+done
