@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Host build of the migration stream code, `src/stream.rs` and `src/stream/*.rs`.
+//! Host build of the kernel module's pure-Rust logic: the migration stream (`src/stream.rs`,
+//! `src/stream/*.rs`) and the migration state machine's arc planner (`src/migration/state.rs`).
 //!
 //! The files are the ones the kernel module compiles, included unchanged, with the same module
 //! tree below the crate root (`crate::stream::...`). The kernel module only makes `pub(crate)`
@@ -35,6 +36,13 @@ mod src {
         clippy::unwrap_used
     )]
     pub(crate) mod stream;
+
+    /// The migration state machine's pure part: states, single-step arcs and the arc planner.
+    pub(crate) mod migration {
+        #[cfg_attr(not(test), allow(dead_code))]
+        #[path = "state.rs"]
+        pub(crate) mod state;
+    }
 }
 
 use src::stream;

@@ -6,6 +6,7 @@ mod corruption;
 mod crc;
 mod encoder;
 mod malformed;
+mod planner;
 mod roundtrip;
 mod segmentation;
 mod util;
