@@ -161,28 +161,40 @@ impl<D: MigDevice> ResumeFile<D> {
         let inner = &mut *guard;
         let mut total = 0;
         while input.left() > 0 {
-            if this.disabled.load(Acquire) {
-                return if total > 0 { Ok(total) } else { Err(ENODEV) };
+            match this.write_some(inner, input) {
+                Ok(n) => total += n,
+                // Report the bytes consumed so far; the error, sticky in the decoder (or the
+                // disabled flag), comes with the next write.
+                Err(_) if total > 0 => break,
+                Err(e) => return Err(e),
             }
-            let dst = inner
-                .decoder
-                .buffer(&mut inner.scratch)
-                .map_err(|e| errno(e.errno_hint()))?;
-            let n = input.left().min(dst.len());
-            let dst = dst.get_mut(..n).ok_or(EINVAL)?;
-            input.take(dst)?;
-            let mut sink = DevSink {
-                dev: &*this.dev,
-                regs: &mut inner.regs,
-                regs_len: &mut inner.regs_len,
-            };
-            inner
-                .decoder
-                .commit(n, &inner.scratch, &KernelCrc32c, &mut sink)
-                .map_err(|e| errno(e.errno_hint()))?;
-            total += n;
         }
         Ok(total)
+    }
+
+    /// Moves the next bytes of `input`, at most to the end of the record being received, into
+    /// the decoder; returns how many.
+    fn write_some(&self, inner: &mut ResumeInner, input: &mut impl ByteSource) -> Result<usize> {
+        if self.disabled.load(Acquire) {
+            return Err(ENODEV);
+        }
+        let dst = inner
+            .decoder
+            .buffer(&mut inner.scratch)
+            .map_err(|e| errno(e.errno_hint()))?;
+        let n = input.left().min(dst.len());
+        let dst = dst.get_mut(..n).ok_or(EINVAL)?;
+        input.take(dst)?;
+        let mut sink = DevSink {
+            dev: &*self.dev,
+            regs: &mut inner.regs,
+            regs_len: &mut inner.regs_len,
+        };
+        inner
+            .decoder
+            .commit(n, &inner.scratch, &KernelCrc32c, &mut sink)
+            .map_err(|e| errno(e.errno_hint()))?;
+        Ok(n)
     }
 
     /// `RESUMING -> STOP`: checks that the whole stream arrived and validated, then programs the
