@@ -39,7 +39,7 @@ use kernel::{
         Arc,
         Mutex,
         SpinLock, //
-    },
+    }, //
 };
 
 use crate::stream::{

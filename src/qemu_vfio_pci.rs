@@ -22,6 +22,8 @@ mod migration;
 mod stream;
 mod vfio;
 
+#[path = "../tests/kunit/migration.rs"]
+mod kunit_migration;
 #[path = "../tests/kunit/stream.rs"]
 mod kunit_stream;
 

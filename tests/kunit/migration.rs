@@ -1,0 +1,1156 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! KUnit tests of the VFIO v2 migration protocol ([`crate::migration`]) against a fake device
+//! with a register blob and a memory in kernel buffers:
+//!
+//! - the transition planner, against a copy of the kernel's `vfio_from_fsm_table`;
+//! - every transition between the states the driver supports, refused requests, failed steps,
+//!   and reset, close and open in every state, also a reset that arrives during a transition;
+//! - the data files: a save/resume round trip in odd pieces, malformed streams, and
+//!   non-blocking reads and writes while the file is busy.
+
+use kernel::prelude::*;
+
+#[kunit_tests(qemu_vfio_pci_migration)]
+mod tests {
+    use core::ops::Deref;
+
+    use kernel::{
+        fs::File,
+        new_mutex,
+        prelude::*,
+        sync::{
+            aref::ARef,
+            Arc,
+            Mutex, //
+        },
+    };
+
+    use crate::{
+        migration::{
+            resume::ResumeFile,
+            save::SaveFile,
+            state::{
+                next_step,
+                Arc as Step,
+                MigState,
+                FLAG_P2P,
+                FLAG_PRE_COPY,
+                FLAG_STOP_COPY, //
+            },
+            ByteSink,
+            ByteSource,
+            MigDevice,
+            Migration, //
+        },
+        stream::{
+            DeviceIdentity,
+            DeviceKind,
+            MAX_CHUNK, //
+        },
+    };
+
+    /// Length of the fake's register blob.
+    const REGS_LEN: usize = 24;
+    /// A first register byte the fake's `check_regs` rejects.
+    const BAD_REG: u8 = 0xFF;
+    /// Device memory for the data tests: three MEMORY records, the last one short and odd-sized.
+    const BIG_MEM: usize = 2 * MAX_CHUNK + 4096 + 13;
+    /// Device memory for the state machine tests.
+    const SMALL_MEM: usize = 4096 + 5;
+    /// The migration flags of the fake: those of the real driver.
+    const FLAGS: u32 = FLAG_STOP_COPY | FLAG_P2P;
+    /// The states the fake supports.
+    const STATES: [MigState; 5] = [
+        MigState::Running,
+        MigState::Stop,
+        MigState::StopCopy,
+        MigState::Resuming,
+        MigState::RunningP2p,
+    ];
+    /// Requests the fake must refuse: ERROR, the PRE_COPY states it does not support, and values
+    /// the uAPI does not define.
+    const ILLEGAL: [u32; 7] = [0, 6, 7, 8, 9, 0x100, u32::MAX];
+
+    /// The fake device's "hardware".
+    struct FakeHw {
+        regs: [u8; REGS_LEN],
+        mem: KVVec<u8>,
+        /// `identity()` fails with `EIO` (it is called when a data file is opened).
+        fail_identity: bool,
+        /// `identity()` resets the device first, as a concurrent `VFIO_DEVICE_RESET` would while
+        /// a transition holds the state mutex. Cleared when it happens.
+        reset_in_identity: bool,
+        /// How many times registers were programmed.
+        restores: usize,
+        /// A saving file to read with `nonblock` from inside `read_memory`, that is while a read
+        /// of the same file is in progress. Taken when it happens.
+        probe_save: Option<Arc<SaveFile<Fake>>>,
+        /// A resuming file to write with `nonblock` from inside `write_memory`.
+        probe_resume: Option<Arc<ResumeFile<Fake>>>,
+        /// What the probe read or write returned.
+        probe_result: Option<Result<usize>>,
+    }
+
+    #[pin_data]
+    struct Fake {
+        #[pin]
+        mig: Migration<Fake>,
+        #[pin]
+        hw: Mutex<FakeHw>,
+    }
+
+    /// The error the fake's `check_regs` rejects a blob with, distinct from the decoder's errors.
+    const REGS_REJECTED: Error = EDOM;
+
+    /// The byte range `[offset, offset + len)` of a memory of `size` bytes.
+    fn mem_range(size: usize, offset: u64, len: usize) -> Result<core::ops::Range<usize>> {
+        let start = usize::try_from(offset)?;
+        let end = start.checked_add(len).ok_or(EINVAL)?;
+        if end > size {
+            return Err(EINVAL);
+        }
+        Ok(start..end)
+    }
+
+    impl MigDevice for Fake {
+        type Ref = Arc<Fake>;
+
+        fn migration(&self) -> &Migration<Self> {
+            &self.mig
+        }
+
+        fn identity(&self) -> Result<DeviceIdentity> {
+            let mut hw = self.hw.lock();
+            let reset = core::mem::take(&mut hw.reset_in_identity);
+            let fail = hw.fail_identity;
+            let mem_size = u64::try_from(hw.mem.len())?;
+            drop(hw);
+            if reset {
+                self.mig.reset_done();
+            }
+            if fail {
+                return Err(EIO);
+            }
+            Ok(DeviceIdentity {
+                kind: DeviceKind::BochsDisplay,
+                mem_size,
+            })
+        }
+
+        fn regs_len(&self) -> usize {
+            REGS_LEN
+        }
+
+        fn save_regs(&self, out: &mut [u8]) -> Result {
+            let hw = self.hw.lock();
+            if out.len() != REGS_LEN {
+                return Err(EINVAL);
+            }
+            out.copy_from_slice(&hw.regs);
+            Ok(())
+        }
+
+        fn check_regs(&self, regs: &[u8]) -> Result {
+            match regs.first() {
+                Some(&first) if regs.len() == REGS_LEN && first != BAD_REG => Ok(()),
+                _ => Err(REGS_REJECTED),
+            }
+        }
+
+        fn restore_regs(&self, regs: &[u8]) -> Result {
+            self.check_regs(regs)?;
+            let mut hw = self.hw.lock();
+            hw.regs.copy_from_slice(regs);
+            hw.restores += 1;
+            Ok(())
+        }
+
+        fn read_memory(&self, offset: u64, out: &mut [u8]) -> Result {
+            let probe = {
+                let mut hw = self.hw.lock();
+                let range = mem_range(hw.mem.len(), offset, out.len())?;
+                out.copy_from_slice(hw.mem.get(range).ok_or(EINVAL)?);
+                hw.probe_save.take()
+            };
+            if let Some(file) = probe {
+                let mut got = KVVec::new();
+                let result = file.read_into(
+                    &mut VecSink {
+                        out: &mut got,
+                        room: 16,
+                    },
+                    true,
+                );
+                self.hw.lock().probe_result = Some(result);
+            }
+            Ok(())
+        }
+
+        fn write_memory(&self, offset: u64, data: &[u8]) -> Result {
+            let probe = {
+                let mut hw = self.hw.lock();
+                let range = mem_range(hw.mem.len(), offset, data.len())?;
+                hw.mem.get_mut(range).ok_or(EINVAL)?.copy_from_slice(data);
+                hw.probe_resume.take()
+            };
+            if let Some(file) = probe {
+                let result = file.write_from(&mut SliceSource { data: &[0u8; 1] }, true);
+                self.hw.lock().probe_result = Some(result);
+            }
+            Ok(())
+        }
+
+        fn next_step(&self, cur: MigState, new: u32) -> Result<MigState> {
+            next_step(FLAGS, cur, new).ok_or(EINVAL)
+        }
+    }
+
+    /// A fake device, closed when the test lets go of it as the real one is when userspace closes
+    /// it: the data files the state machine keeps hold references to the device.
+    struct FakeDev(Arc<Fake>);
+
+    impl Deref for FakeDev {
+        type Target = Arc<Fake>;
+
+        fn deref(&self) -> &Arc<Fake> {
+            &self.0
+        }
+    }
+
+    impl Drop for FakeDev {
+        fn drop(&mut self) {
+            self.0.mig.close();
+            let probes = {
+                let mut hw = self.0.hw.lock();
+                (hw.probe_save.take(), hw.probe_resume.take())
+            };
+            drop(probes);
+        }
+    }
+
+    /// Deterministic test bytes.
+    fn pattern(seed: u32, len: usize) -> Result<KVVec<u8>> {
+        let mut v = KVVec::with_capacity(len, GFP_KERNEL)?;
+        let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+        for _ in 0..len {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            v.push((x >> 24) as u8, GFP_KERNEL)?;
+        }
+        Ok(v)
+    }
+
+    /// A fake device in RUNNING with `mem_len` bytes of memory and contents made from `seed`.
+    fn fake(mem_len: usize, seed: u32) -> Result<FakeDev> {
+        let mem = pattern(seed, mem_len)?;
+        let mut regs = [0u8; REGS_LEN];
+        regs.copy_from_slice(&pattern(seed ^ 0x5A5A_5A5A, REGS_LEN)?);
+        // A valid blob.
+        regs[0] &= 0x7F;
+        let dev = Arc::pin_init(
+            try_pin_init!(Fake {
+                mig <- Migration::new(),
+                hw <- new_mutex!(FakeHw {
+                    regs,
+                    mem,
+                    fail_identity: false,
+                    reset_in_identity: false,
+                    restores: 0,
+                    probe_save: None,
+                    probe_resume: None,
+                    probe_result: None,
+                }, "qemu_vfio_pci::kunit_fake"),
+            }? Error),
+            GFP_KERNEL,
+        )?;
+        Ok(FakeDev(dev))
+    }
+
+    /// A [`ByteSink`] that appends to a vector and has room for `room` more bytes.
+    struct VecSink<'a> {
+        out: &'a mut KVVec<u8>,
+        room: usize,
+    }
+
+    impl ByteSink for VecSink<'_> {
+        fn room(&self) -> usize {
+            self.room
+        }
+
+        fn put(&mut self, data: &[u8]) -> Result {
+            // `EXDEV` is no error of the code under test: a reader that overflows the buffer
+            // fails the test.
+            self.room = self.room.checked_sub(data.len()).ok_or(EXDEV)?;
+            self.out.extend_from_slice(data, GFP_KERNEL)?;
+            Ok(())
+        }
+    }
+
+    /// A [`ByteSource`] over a slice.
+    struct SliceSource<'a> {
+        data: &'a [u8],
+    }
+
+    impl ByteSource for SliceSource<'_> {
+        fn left(&self) -> usize {
+            self.data.len()
+        }
+
+        fn take(&mut self, out: &mut [u8]) -> Result {
+            let (now, rest) = self.data.split_at_checked(out.len()).ok_or(EXDEV)?;
+            out.copy_from_slice(now);
+            self.data = rest;
+            Ok(())
+        }
+    }
+
+    /// `Migration::set_state` for a fake.
+    fn set(dev: &Arc<Fake>, new: u32) -> Result<Option<ARef<File>>> {
+        Migration::<Fake>::set_state(dev, new)
+    }
+
+    /// Reads a saving file to its end with reads of `rooms` bytes in turn, every other one
+    /// non-blocking. A short read before the end is an error (`EXDEV`).
+    fn read_stream(file: &SaveFile<Fake>, rooms: &[usize]) -> Result<KVVec<u8>> {
+        let mut out = KVVec::new();
+        let mut short = false;
+        for i in 0usize.. {
+            let room = rooms.get(i % rooms.len().max(1)).copied().ok_or(EINVAL)?;
+            let n = file.read_into(
+                &mut VecSink {
+                    out: &mut out,
+                    room,
+                },
+                i % 2 == 1,
+            )?;
+            if n == 0 {
+                break;
+            }
+            if short {
+                pr_err!("read {n} bytes after a short read\n");
+                return Err(EXDEV);
+            }
+            short = n < room;
+        }
+        Ok(out)
+    }
+
+    /// The stream a fresh saving file of `dev` yields.
+    fn save_all(dev: &Arc<Fake>) -> Result<KVVec<u8>> {
+        let (file, _file) = SaveFile::<Fake>::create(dev)?;
+        read_stream(&file, &[4093, 65_537, 7])
+    }
+
+    /// Writes `data` to a resuming file in pieces of `sizes` bytes in turn, every other one
+    /// non-blocking, as a userspace writer does: after a short write it writes the rest, and it
+    /// stops at the first error. A write that consumes nothing is an error (`EXDEV`).
+    fn feed(file: &ResumeFile<Fake>, data: &[u8], sizes: &[usize]) -> Result {
+        let mut rest = data;
+        let mut i = 0usize;
+        while !rest.is_empty() {
+            let size = sizes.get(i % sizes.len().max(1)).copied().ok_or(EINVAL)?;
+            let now = rest.get(..size.min(rest.len())).ok_or(EINVAL)?;
+            let n = file.write_from(&mut SliceSource { data: now }, i % 2 == 0)?;
+            if n == 0 || n > now.len() {
+                pr_err!("write of {} bytes returned {n}\n", now.len());
+                return Err(EXDEV);
+            }
+            rest = rest.get(n..).ok_or(EINVAL)?;
+            i += 1;
+        }
+        Ok(())
+    }
+
+    /// Whether a saving file is disabled: a read fails with `ENODEV`.
+    fn save_disabled(file: &SaveFile<Fake>) -> bool {
+        let mut out = KVVec::new();
+        let result = file.read_into(
+            &mut VecSink {
+                out: &mut out,
+                room: 1,
+            },
+            false,
+        );
+        result == Err(ENODEV)
+    }
+
+    /// Whether a resuming file is disabled: a write fails with `ENODEV`.
+    fn resume_disabled(file: &ResumeFile<Fake>) -> bool {
+        file.write_from(&mut SliceSource { data: &[0u8; 1] }, false) == Err(ENODEV)
+    }
+
+    /// Whether a saving file is enabled: a one-byte read succeeds.
+    fn save_enabled(file: &SaveFile<Fake>) -> bool {
+        let mut out = KVVec::new();
+        let result = file.read_into(
+            &mut VecSink {
+                out: &mut out,
+                room: 1,
+            },
+            false,
+        );
+        result == Ok(1)
+    }
+
+    fn regs(dev: &Fake) -> [u8; REGS_LEN] {
+        dev.hw.lock().regs
+    }
+
+    fn restores(dev: &Fake) -> usize {
+        dev.hw.lock().restores
+    }
+
+    /// Whether two fakes have the same memory (one lock at a time).
+    fn mem_eq(a: &Fake, b: &Fake) -> Result<bool> {
+        let mut copy = KVVec::new();
+        copy.extend_from_slice(&a.hw.lock().mem, GFP_KERNEL)?;
+        let same = b.hw.lock().mem[..] == copy[..];
+        Ok(same)
+    }
+
+    /// Whether `state` has a data file.
+    fn is_data(state: MigState) -> bool {
+        matches!(state, MigState::StopCopy | MigState::Resuming)
+    }
+
+    // The planner.
+
+    /// `vfio_from_fsm_table` of `drivers/vfio/vfio_main.c`, by uAPI value.
+    const KERNEL_FSM_TABLE: [[u32; 8]; 8] = {
+        const E: u32 = 0;
+        const S: u32 = 1;
+        const R: u32 = 2;
+        const SC: u32 = 3;
+        const RS: u32 = 4;
+        const RP: u32 = 5;
+        const PC: u32 = 6;
+        const PP: u32 = 7;
+        [
+            /* ERROR */ [E, E, E, E, E, E, E, E],
+            /* STOP */ [E, S, RP, SC, RS, RP, RP, RP],
+            /* RUNNING */ [E, RP, R, RP, RP, RP, PC, RP],
+            /* STOP_COPY */ [E, S, S, SC, S, S, E, E],
+            /* RESUMING */ [E, S, S, S, RS, S, S, S],
+            /* RUNNING_P2P */ [E, S, R, S, S, RP, R, PP],
+            /* PRE_COPY */ [E, R, R, PP, R, R, PC, PP],
+            /* PRE_COPY_P2P */ [E, RP, RP, SC, RP, RP, PC, PP],
+        ]
+    };
+
+    /// `state_flags_table` of `drivers/vfio/vfio_main.c`, by uAPI value.
+    const KERNEL_STATE_FLAGS: [u32; 8] = [
+        !0,
+        FLAG_STOP_COPY,
+        FLAG_STOP_COPY,
+        FLAG_STOP_COPY,
+        FLAG_STOP_COPY,
+        FLAG_STOP_COPY | FLAG_P2P,
+        FLAG_STOP_COPY | FLAG_PRE_COPY,
+        FLAG_STOP_COPY | FLAG_P2P | FLAG_PRE_COPY,
+    ];
+
+    /// `vfio_mig_get_next_state()`, transcribed from C.
+    fn kernel_next_state(flags: u32, cur: u32, new: u32) -> Option<u32> {
+        let supported = |s: u32| {
+            let need = usize::try_from(s)
+                .ok()
+                .and_then(|i| KERNEL_STATE_FLAGS.get(i));
+            matches!(need, Some(&need) if need & flags == need)
+        };
+        let lookup = |from: u32, to: u32| {
+            KERNEL_FSM_TABLE
+                .get(usize::try_from(from).ok()?)?
+                .get(usize::try_from(to).ok()?)
+                .copied()
+        };
+        if !supported(cur) || !supported(new) {
+            return None;
+        }
+        let mut next = lookup(cur, new)?;
+        // The table never loops; the bound only keeps a broken test from hanging.
+        for _ in 0..8 {
+            if next == 0 || supported(next) {
+                break;
+            }
+            next = lookup(next, new)?;
+        }
+        (next != 0 && supported(next)).then_some(next)
+    }
+
+    #[test]
+    fn planner_matches_kernel_table() -> Result {
+        let mut news = [0u32; 12];
+        for (i, n) in news.iter_mut().enumerate().take(10) {
+            *n = u32::try_from(i)?;
+        }
+        news[10] = 0x8000_0000;
+        news[11] = u32::MAX;
+        let mut mismatches = 0;
+        for flags in 0..8u32 {
+            for cur in MigState::ALL {
+                for new in news {
+                    let got = next_step(flags, cur, new).map(MigState::raw);
+                    let want = kernel_next_state(flags, cur.raw(), new);
+                    if got != want {
+                        pr_err!("flags {flags:#x}: {cur:?} -> {new}: {got:?}, want {want:?}\n");
+                        mismatches += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(mismatches, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn planner_expectations() -> Result {
+        use MigState::*;
+        const SC: u32 = FLAG_STOP_COPY;
+        const SP: u32 = FLAG_STOP_COPY | FLAG_PRE_COPY;
+        const ALL: u32 = FLAG_STOP_COPY | FLAG_P2P | FLAG_PRE_COPY;
+        let cases: [(u32, MigState, MigState, Option<MigState>); 37] = [
+            // With P2P, RUNNING and STOP are never adjacent.
+            (FLAGS, Running, Stop, Some(RunningP2p)),
+            (FLAGS, Running, StopCopy, Some(RunningP2p)),
+            (FLAGS, RunningP2p, StopCopy, Some(Stop)),
+            (FLAGS, Stop, StopCopy, Some(StopCopy)),
+            (FLAGS, Stop, Running, Some(RunningP2p)),
+            (FLAGS, RunningP2p, Running, Some(Running)),
+            (FLAGS, StopCopy, Running, Some(Stop)),
+            (FLAGS, StopCopy, Resuming, Some(Stop)),
+            (FLAGS, Resuming, Running, Some(Stop)),
+            (FLAGS, Resuming, StopCopy, Some(Stop)),
+            (FLAGS, Stop, Resuming, Some(Resuming)),
+            (FLAGS, Running, Running, Some(Running)),
+            (FLAGS, Running, PreCopy, None),
+            (FLAGS, Running, PreCopyP2p, None),
+            (FLAGS, Running, Error, None),
+            (FLAGS, PreCopy, Running, None),
+            (FLAGS, Error, Running, None),
+            // Without P2P, RUNNING and STOP are adjacent and RUNNING_P2P does not exist.
+            (SC, Running, Stop, Some(Stop)),
+            (SC, Running, StopCopy, Some(Stop)),
+            (SC, Running, Resuming, Some(Stop)),
+            (SC, Stop, Running, Some(Running)),
+            (SC, StopCopy, Running, Some(Stop)),
+            (SC, Resuming, Running, Some(Stop)),
+            (SC, Running, RunningP2p, None),
+            (SC, RunningP2p, Running, None),
+            // PRE_COPY without P2P.
+            (SP, StopCopy, PreCopy, None),
+            (SP, Running, PreCopy, Some(PreCopy)),
+            (SP, PreCopy, StopCopy, Some(StopCopy)),
+            (SP, PreCopy, Stop, Some(Running)),
+            (SP, Stop, PreCopy, Some(Running)),
+            (SP, Running, PreCopyP2p, None),
+            // PRE_COPY with P2P.
+            (ALL, StopCopy, PreCopy, None),
+            (ALL, StopCopy, PreCopyP2p, None),
+            (ALL, PreCopy, StopCopy, Some(PreCopyP2p)),
+            (ALL, PreCopyP2p, StopCopy, Some(StopCopy)),
+            (ALL, Stop, PreCopy, Some(RunningP2p)),
+            // Nothing without STOP_COPY.
+            (FLAG_P2P, Running, RunningP2p, None),
+        ];
+        let mut mismatches = 0;
+        for (flags, cur, new, want) in cases {
+            let got = next_step(flags, cur, new.raw());
+            if got != want {
+                pr_err!("flags {flags:#x}: {cur:?} -> {new:?}: {got:?}, want {want:?}\n");
+                mismatches += 1;
+            }
+        }
+        assert_eq!(mismatches, 0);
+        for new in [8, 9, 0x100, u32::MAX] {
+            assert!(next_step(FLAGS, Running, new).is_none());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn planner_paths_are_single_arcs() -> Result {
+        let flag_sets = [
+            FLAG_STOP_COPY,
+            FLAG_STOP_COPY | FLAG_P2P,
+            FLAG_STOP_COPY | FLAG_PRE_COPY,
+            FLAG_STOP_COPY | FLAG_P2P | FLAG_PRE_COPY,
+        ];
+        let mut bad = 0;
+        for flags in flag_sets {
+            for from in MigState::ALL {
+                for to in MigState::ALL {
+                    if !from.supported(flags) || !to.supported(flags) {
+                        continue;
+                    }
+                    let blocked = from == MigState::StopCopy
+                        && matches!(to, MigState::PreCopy | MigState::PreCopyP2p);
+                    let mut cur = from;
+                    let mut steps = 0;
+                    let mut ok = true;
+                    while cur != to && ok {
+                        let Some(next) = next_step(flags, cur, to.raw()) else {
+                            ok = blocked;
+                            break;
+                        };
+                        // A single-step arc the driver implements, through supported states
+                        // only; only the last step may open a data file (`set_state` could not
+                        // return an earlier one).
+                        let arc = Step::of(cur, next);
+                        let opens = matches!(
+                            arc,
+                            Some(Step::BeginStopCopy | Step::BeginResume | Step::BeginPreCopy)
+                        );
+                        ok = !blocked
+                            && arc.is_some()
+                            && next.supported(flags)
+                            && (next == to || !opens)
+                            && steps < 4;
+                        cur = next;
+                        steps += 1;
+                    }
+                    if !ok {
+                        pr_err!("flags {flags:#x}: bad path {from:?} -> {to:?} at {cur:?}\n");
+                        bad += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(bad, 0);
+        Ok(())
+    }
+
+    // The state machine.
+
+    #[test]
+    fn every_legal_transition() -> Result {
+        let src = fake(SMALL_MEM, 1)?;
+        let stream = save_all(&src)?;
+        assert_eq!(stream.len(), Migration::<Fake>::data_size(&src)?);
+        let mut seed = 100;
+        for from in STATES {
+            for to in STATES {
+                seed += 1;
+                let dev = fake(SMALL_MEM, seed)?;
+                let regs_before = regs(&dev);
+                let first = set(&dev, from.raw())?;
+                assert_eq!(dev.mig.get_state()?, from.raw());
+                assert_eq!(first.is_some(), is_data(from));
+                let old_save = dev.mig.saving_file();
+                let old_resume = dev.mig.resuming_file();
+                assert_eq!(old_save.is_some(), from == MigState::StopCopy);
+                assert_eq!(old_resume.is_some(), from == MigState::Resuming);
+                if let Some(f) = &old_resume {
+                    if to != from {
+                        // Leaving RESUMING needs a complete, valid stream.
+                        feed(f, &stream, &[4093, 17])?;
+                    }
+                }
+
+                let result = set(&dev, to.raw());
+                let state = dev.mig.get_state()?;
+                if result.is_err() || state != to.raw() {
+                    pr_err!(
+                        "{from:?} -> {to:?}: {:?}, state {state}\n",
+                        result.as_ref().map(Option::is_some)
+                    );
+                }
+                assert!(result.is_ok());
+                let file = result?;
+                assert_eq!(state, to.raw());
+                assert_eq!(file.is_some(), from != to && is_data(to));
+                let save = dev.mig.saving_file();
+                let resume = dev.mig.resuming_file();
+                assert_eq!(save.is_some(), to == MigState::StopCopy);
+                assert_eq!(resume.is_some(), to == MigState::Resuming);
+
+                // A file is disabled once its state is left, and kept if it is not.
+                if let Some(old) = &old_save {
+                    if from == to {
+                        assert!(save.as_ref().is_some_and(|s| Arc::ptr_eq(s, old)));
+                        assert!(save_enabled(old));
+                    } else {
+                        assert!(save_disabled(old));
+                    }
+                }
+                if let Some(old) = &old_resume {
+                    if from == to {
+                        assert!(resume.as_ref().is_some_and(|r| Arc::ptr_eq(r, old)));
+                    } else {
+                        assert!(resume_disabled(old));
+                        // The stream was applied.
+                        assert!(regs(&dev) == regs(&src));
+                        assert_eq!(restores(&dev), 1);
+                        assert!(mem_eq(&src, &dev)?);
+                    }
+                } else {
+                    assert!(regs(&dev) == regs_before);
+                    assert_eq!(restores(&dev), 0);
+                }
+
+                // A new saving file streams the whole state; after a resume, the very stream that
+                // was resumed.
+                if let (Some(s), true) = (&save, from != to) {
+                    let saved = read_stream(s, &[1000, 3])?;
+                    assert_eq!(saved.len(), Migration::<Fake>::data_size(&dev)?);
+                    if from == MigState::Resuming {
+                        assert!(saved[..] == stream[..]);
+                    }
+                }
+                drop(file);
+                drop(first);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn illegal_requests_change_nothing() -> Result {
+        let src = fake(SMALL_MEM, 2)?;
+        let stream = save_all(&src)?;
+        for from in STATES {
+            let dev = fake(SMALL_MEM, 3)?;
+            let _file = set(&dev, from.raw())?;
+            let save = dev.mig.saving_file();
+            let resume = dev.mig.resuming_file();
+            for bad in ILLEGAL {
+                let result = set(&dev, bad);
+                assert!(result.err() == Some(EINVAL));
+                assert_eq!(dev.mig.get_state()?, from.raw());
+                let save_now = dev.mig.saving_file();
+                let resume_now = dev.mig.resuming_file();
+                assert_eq!(save.is_some(), save_now.is_some());
+                assert_eq!(resume.is_some(), resume_now.is_some());
+                if let (Some(a), Some(b)) = (&save, &save_now) {
+                    assert!(Arc::ptr_eq(a, b));
+                }
+                if let (Some(a), Some(b)) = (&resume, &resume_now) {
+                    assert!(Arc::ptr_eq(a, b));
+                }
+            }
+            // The data files still work.
+            if let Some(f) = &save {
+                let saved = read_stream(f, &[512])?;
+                assert_eq!(saved.len(), Migration::<Fake>::data_size(&dev)?);
+            }
+            if let Some(f) = &resume {
+                feed(f, &stream, &[777])?;
+                assert!(set(&dev, MigState::Running.raw()).is_ok());
+                assert!(regs(&dev) == regs(&src));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn failed_step_reports_last_completed_state() -> Result {
+        let src = fake(SMALL_MEM, 4)?;
+        let stream = save_all(&src)?;
+        let len = stream.len();
+
+        // RUNNING -> RUNNING_P2P -> STOP -> STOP_COPY, and opening the saving file fails.
+        let dev = fake(SMALL_MEM, 5)?;
+        dev.hw.lock().fail_identity = true;
+        assert!(set(&dev, MigState::StopCopy.raw()).err() == Some(EIO));
+        assert_eq!(dev.mig.get_state()?, MigState::Stop.raw());
+        assert!(dev.mig.saving_file().is_none());
+        // RUNNING_P2P -> STOP -> RESUMING, and opening the resuming file fails.
+        assert!(set(&dev, MigState::RunningP2p.raw())?.is_none());
+        assert!(set(&dev, MigState::Resuming.raw()).err() == Some(EIO));
+        assert_eq!(dev.mig.get_state()?, MigState::Stop.raw());
+        assert!(dev.mig.resuming_file().is_none());
+        // The device is usable afterwards.
+        dev.hw.lock().fail_identity = false;
+        assert!(set(&dev, MigState::StopCopy.raw())?.is_some());
+        assert_eq!(dev.mig.get_state()?, MigState::StopCopy.raw());
+
+        // RESUMING -> STOP needs the whole stream: without it the device stays in RESUMING with
+        // its file open and its registers as they were.
+        let dst = fake(SMALL_MEM, 6)?;
+        let before = regs(&dst);
+        let _file = set(&dst, MigState::Resuming.raw())?;
+        let resume = dst.mig.resuming_file().ok_or(EINVAL)?;
+        assert!(set(&dst, MigState::Running.raw()).err() == Some(ENODATA));
+        assert_eq!(dst.mig.get_state()?, MigState::Resuming.raw());
+        feed(&resume, stream.get(..len - 1).ok_or(EINVAL)?, &[1000])?;
+        assert!(set(&dst, MigState::StopCopy.raw()).err() == Some(ENODATA));
+        assert_eq!(dst.mig.get_state()?, MigState::Resuming.raw());
+        assert!(regs(&dst) == before);
+        assert_eq!(restores(&dst), 0);
+        let still = dst.mig.resuming_file().ok_or(EINVAL)?;
+        assert!(Arc::ptr_eq(&still, &resume));
+        // The last byte completes it.
+        feed(&resume, stream.get(len - 1..).ok_or(EINVAL)?, &[1])?;
+        assert!(set(&dst, MigState::Running.raw())?.is_none());
+        assert_eq!(dst.mig.get_state()?, MigState::Running.raw());
+        assert!(regs(&dst) == regs(&src));
+        assert!(mem_eq(&src, &dst)?);
+        assert!(resume_disabled(&resume));
+
+        // A register blob the device rejects fails the write and every later RESUMING -> STOP.
+        let bad_src = fake(SMALL_MEM, 7)?;
+        bad_src.hw.lock().regs[0] = BAD_REG;
+        let bad = save_all(&bad_src)?;
+        let dst = fake(SMALL_MEM, 8)?;
+        let before = regs(&dst);
+        let _file = set(&dst, MigState::Resuming.raw())?;
+        let resume = dst.mig.resuming_file().ok_or(EINVAL)?;
+        assert!(feed(&resume, &bad, &[4096]).err() == Some(REGS_REJECTED));
+        for to in [MigState::Stop, MigState::Running, MigState::StopCopy] {
+            assert!(set(&dst, to.raw()).err() == Some(REGS_REJECTED));
+            assert_eq!(dst.mig.get_state()?, MigState::Resuming.raw());
+        }
+        assert!(regs(&dst) == before);
+        assert_eq!(restores(&dst), 0);
+        // Only a reset gets it out.
+        dst.mig.reset_done();
+        assert_eq!(dst.mig.get_state()?, MigState::Running.raw());
+        Ok(())
+    }
+
+    /// What happens to the device from outside the state machine.
+    #[derive(Clone, Copy, Debug)]
+    enum Event {
+        Reset,
+        Close,
+        Open,
+    }
+
+    #[test]
+    fn reset_close_open_in_every_state() -> Result {
+        let src = fake(SMALL_MEM, 9)?;
+        let stream = save_all(&src)?;
+        let half = stream.get(..stream.len() / 2).ok_or(EINVAL)?;
+        for event in [Event::Reset, Event::Close, Event::Open] {
+            for from in STATES {
+                let dev = fake(SMALL_MEM, 10)?;
+                let before = regs(&dev);
+                let _file = set(&dev, from.raw())?;
+                let save = dev.mig.saving_file();
+                let resume = dev.mig.resuming_file();
+                if let Some(f) = &resume {
+                    // Validated registers that must not be applied.
+                    feed(f, half, &[999])?;
+                }
+                if let Some(f) = &save {
+                    // Midway through the stream.
+                    assert!(save_enabled(f));
+                }
+                match event {
+                    Event::Reset => dev.mig.reset_done(),
+                    Event::Close => dev.mig.close(),
+                    Event::Open => dev.mig.open(),
+                }
+                let state = dev.mig.get_state()?;
+                if state != MigState::Running.raw() {
+                    pr_err!("{event:?} in {from:?}: state {state}\n");
+                }
+                assert_eq!(state, MigState::Running.raw());
+                assert!(dev.mig.saving_file().is_none());
+                assert!(dev.mig.resuming_file().is_none());
+                if let Some(f) = &save {
+                    assert!(save_disabled(f));
+                }
+                if let Some(f) = &resume {
+                    assert!(resume_disabled(f));
+                    assert!(f.finish() == Err(ENODEV));
+                }
+                assert!(regs(&dev) == before);
+                assert_eq!(restores(&dev), 0);
+                // The state machine works as before.
+                assert!(set(&dev, MigState::StopCopy.raw())?.is_some());
+                assert_eq!(dev.mig.get_state()?, MigState::StopCopy.raw());
+                let fresh = dev.mig.saving_file().ok_or(EINVAL)?;
+                let saved = read_stream(&fresh, &[4096])?;
+                assert_eq!(saved.len(), Migration::<Fake>::data_size(&dev)?);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn reset_during_a_transition_is_applied_at_its_end() -> Result {
+        let dev = fake(SMALL_MEM, 11)?;
+        for to in [MigState::StopCopy, MigState::Resuming] {
+            // The reset arrives while STOP -> `to` holds the state mutex: it cannot wait for it,
+            // so the transition completes and the reset is applied as the mutex is unlocked.
+            assert!(set(&dev, MigState::Stop.raw()).is_ok());
+            dev.hw.lock().reset_in_identity = true;
+            let result = set(&dev, to.raw());
+            let hook_ran = !dev.hw.lock().reset_in_identity;
+            assert!(hook_ran);
+            assert!(matches!(result, Ok(Some(_))));
+            assert_eq!(dev.mig.get_state()?, MigState::Running.raw());
+            assert!(dev.mig.saving_file().is_none());
+            assert!(dev.mig.resuming_file().is_none());
+            // The reset was applied once: the next transition stands.
+            assert!(set(&dev, to.raw())?.is_some());
+            assert_eq!(dev.mig.get_state()?, to.raw());
+            if let Some(f) = dev.mig.saving_file() {
+                assert!(save_enabled(&f));
+            }
+            dev.mig.reset_done();
+        }
+
+        // A reset during a transition that then fails: RUNNING, not the failed step's STOP.
+        assert_eq!(dev.mig.get_state()?, MigState::Running.raw());
+        {
+            let mut hw = dev.hw.lock();
+            hw.reset_in_identity = true;
+            hw.fail_identity = true;
+        }
+        assert!(set(&dev, MigState::StopCopy.raw()).err() == Some(EIO));
+        assert_eq!(dev.mig.get_state()?, MigState::Running.raw());
+        Ok(())
+    }
+
+    // The data files.
+
+    #[test]
+    fn save_resume_round_trip() -> Result {
+        let src = fake(BIG_MEM, 12)?;
+        let dst = fake(BIG_MEM, 13)?;
+        let dst_regs = regs(&dst);
+        assert!(regs(&src) != dst_regs);
+        assert!(!mem_eq(&src, &dst)?);
+
+        let size = Migration::<Fake>::data_size(&src)?;
+        let (save, _save_file) = SaveFile::<Fake>::create(&src)?;
+        let mut stream = KVVec::with_capacity(size, GFP_KERNEL)?;
+        let rooms = [
+            1usize,
+            7,
+            4093,
+            65_537,
+            3,
+            300_000,
+            28,
+            131_071,
+            MAX_CHUNK + 41,
+        ];
+        let mut i = 0usize;
+        loop {
+            let room = rooms[i % rooms.len()];
+            let before = stream.len();
+            let n = save.read_into(
+                &mut VecSink {
+                    out: &mut stream,
+                    room,
+                },
+                i % 2 == 1,
+            )?;
+            // Full reads up to the end of the stream.
+            assert_eq!(n, stream.len() - before);
+            assert_eq!(n, room.min(size.saturating_sub(before)));
+            if n == 0 {
+                break;
+            }
+            i += 1;
+        }
+        assert_eq!(stream.len(), size);
+        // The end stays the end.
+        let mut more = KVVec::new();
+        let n = save.read_into(
+            &mut VecSink {
+                out: &mut more,
+                room: 100,
+            },
+            false,
+        )?;
+        assert_eq!(n, 0);
+
+        let (resume, _resume_file) = ResumeFile::<Fake>::create(&dst)?;
+        let pieces = [3usize, 1, 24, 4095, 262_147, 11, 99_999, 300_001];
+        let mut rest = &stream[..];
+        while !rest.is_empty() {
+            let take = pieces[i % pieces.len()].min(rest.len());
+            let (now, later) = rest.split_at(take);
+            let mut input = SliceSource { data: now };
+            let n = resume.write_from(&mut input, i % 2 == 0)?;
+            assert_eq!(n, take);
+            assert_eq!(input.left(), 0);
+            rest = later;
+            i += 1;
+        }
+        // Memory records are applied as they validate, the registers only at the end.
+        assert!(mem_eq(&src, &dst)?);
+        assert!(regs(&dst) == dst_regs);
+        assert_eq!(restores(&dst), 0);
+        assert!(resume.finish().is_ok());
+        assert!(regs(&dst) == regs(&src));
+        assert_eq!(restores(&dst), 1);
+        // The destination now saves the very same stream.
+        let again = save_all(&dst)?;
+        assert!(again[..] == stream[..]);
+        Ok(())
+    }
+
+    /// Feeds `data` to a new resuming file of a new fake with `mem_len` bytes of memory. Returns
+    /// what the writes and `finish()` returned, and whether the registers are untouched.
+    fn try_resume(data: &[u8], mem_len: usize) -> Result<(Result, Result, bool)> {
+        let dst = fake(mem_len, 99)?;
+        let before = regs(&dst);
+        let (file, _file) = ResumeFile::<Fake>::create(&dst)?;
+        let fed = feed(&file, data, &[1, 4093, 33]);
+        let finished = file.finish();
+        let untouched = regs(&dst) == before && restores(&dst) == 0;
+        Ok((fed, finished, untouched))
+    }
+
+    #[test]
+    fn malformed_streams_are_refused() -> Result {
+        let src = fake(SMALL_MEM, 14)?;
+        let stream = save_all(&src)?;
+        let len = stream.len();
+        // HEADER (60 bytes), DEVICE_REGS (24 + REGS_LEN + 4), MEMORY..., END (44 bytes).
+        let regs_end = 60 + 28 + REGS_LEN;
+        let end_start = len - 44;
+
+        // Truncated: what arrived validates, but RESUMING -> STOP refuses it.
+        for cut in [
+            0,
+            1,
+            59,
+            60,
+            61,
+            regs_end,
+            regs_end + 1,
+            len / 2,
+            end_start,
+            len - 1,
+        ] {
+            let (fed, finished, untouched) =
+                try_resume(stream.get(..cut).ok_or(EINVAL)?, SMALL_MEM)?;
+            if fed.is_err() || finished != Err(ENODATA) || !untouched {
+                pr_err!("cut at {cut}: {fed:?} {finished:?} {untouched}\n");
+            }
+            assert!(fed.is_ok());
+            assert!(finished == Err(ENODATA));
+            assert!(untouched);
+        }
+
+        // One flipped bit anywhere: every byte of the HEADER, DEVICE_REGS and END records and of
+        // the first MEMORY record header, and a sample of the memory data.
+        let mut bad = KVVec::with_capacity(len, GFP_KERNEL)?;
+        bad.extend_from_slice(&stream, GFP_KERNEL)?;
+        let mut tried = 0;
+        let mut pos = 0;
+        while pos < len {
+            let bit = 1u8 << (pos % 8);
+            bad[pos] ^= bit;
+            let (fed, finished, untouched) = try_resume(&bad, SMALL_MEM)?;
+            bad[pos] ^= bit;
+            if finished.is_ok() || !untouched {
+                pr_err!("bit flip at {pos}: {fed:?} {finished:?} {untouched}\n");
+            }
+            assert!(finished.is_err());
+            assert!(untouched);
+            tried += 1;
+            pos += if pos < regs_end + 36 || pos >= end_start {
+                1
+            } else {
+                257
+            };
+        }
+        assert!(tried > 150);
+        // In a payload, the CRC catches it.
+        for pos in [40, 60 + 24 + 5, regs_end + 36 + 1000, len - 10, len - 2] {
+            bad[pos] ^= 0x10;
+            let (fed, finished, untouched) = try_resume(&bad, SMALL_MEM)?;
+            bad[pos] ^= 0x10;
+            assert!(fed == Err(EBADMSG));
+            assert!(finished == Err(EBADMSG));
+            assert!(untouched);
+        }
+
+        // A single write with a bad record in the middle: it accepts the bytes before the record
+        // and the error comes with the next write, as with read().
+        let pos = regs_end + 36 + 1000;
+        bad[pos] ^= 0x10;
+        let dst = fake(SMALL_MEM, 97)?;
+        let before = regs(&dst);
+        let (file, _file) = ResumeFile::<Fake>::create(&dst)?;
+        let first = file.write_from(&mut SliceSource { data: &bad }, false);
+        let accepted = *first.as_ref().unwrap_or(&0);
+        if !(regs_end + 1..=pos).contains(&accepted) {
+            pr_err!("one write with a bad record at {pos}: {first:?}\n");
+        }
+        assert!(accepted > regs_end && accepted <= pos);
+        let rest = bad.get(accepted..).ok_or(EINVAL)?;
+        assert!(file.write_from(&mut SliceSource { data: rest }, false) == Err(EBADMSG));
+        assert!(file.finish() == Err(EBADMSG));
+        assert!(regs(&dst) == before);
+        assert_eq!(restores(&dst), 0);
+        bad[pos] ^= 0x10;
+
+        // Anything after END, even a complete stream.
+        let mut long = KVVec::with_capacity(2 * len, GFP_KERNEL)?;
+        long.extend_from_slice(&stream, GFP_KERNEL)?;
+        long.push(0, GFP_KERNEL)?;
+        let (fed, finished, untouched) = try_resume(&long, SMALL_MEM)?;
+        assert!(fed == Err(EINVAL));
+        assert!(finished == Err(EINVAL));
+        assert!(untouched);
+        long.truncate(len);
+        long.extend_from_slice(&stream, GFP_KERNEL)?;
+        let (fed, finished, untouched) = try_resume(&long, SMALL_MEM)?;
+        assert!(fed == Err(EINVAL));
+        assert!(finished == Err(EINVAL));
+        assert!(untouched);
+
+        // A register blob the destination rejects, in an otherwise valid stream.
+        let bad_src = fake(SMALL_MEM, 15)?;
+        bad_src.hw.lock().regs[0] = BAD_REG;
+        let rejected = save_all(&bad_src)?;
+        let (fed, finished, untouched) = try_resume(&rejected, SMALL_MEM)?;
+        assert!(fed == Err(REGS_REJECTED));
+        assert!(finished == Err(REGS_REJECTED));
+        assert!(untouched);
+
+        // A stream of a device with another memory size.
+        let (fed, finished, untouched) = try_resume(&stream, SMALL_MEM + 1)?;
+        assert!(fed == Err(ENODEV));
+        assert!(finished == Err(ENODEV));
+        assert!(untouched);
+
+        // The intact stream, for contrast.
+        let (fed, finished, _) = try_resume(&stream, SMALL_MEM)?;
+        assert!(fed.is_ok());
+        assert!(finished.is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn nonblocking_io_while_busy() -> Result {
+        // A non-blocking read while another read of the same file is in progress (the fake reads
+        // from inside `read_memory`) returns EAGAIN and disturbs nothing.
+        let src = fake(SMALL_MEM, 16)?;
+        let (save, _save_file) = SaveFile::<Fake>::create(&src)?;
+        src.hw.lock().probe_save = Some(save.clone());
+        let stream = read_stream(&save, &[4093, 1, 100_000])?;
+        let (pending, probed) = {
+            let mut hw = src.hw.lock();
+            (hw.probe_save.take(), hw.probe_result.take())
+        };
+        assert!(pending.is_none());
+        assert!(probed == Some(Err(EAGAIN)));
+        assert_eq!(stream.len(), Migration::<Fake>::data_size(&src)?);
+
+        // Likewise a non-blocking write while a write is in progress (from `write_memory`).
+        let dst = fake(SMALL_MEM, 17)?;
+        let (resume, _resume_file) = ResumeFile::<Fake>::create(&dst)?;
+        dst.hw.lock().probe_resume = Some(resume.clone());
+        feed(&resume, &stream, &[4093, 1, 100_000])?;
+        let (pending, probed) = {
+            let mut hw = dst.hw.lock();
+            (hw.probe_resume.take(), hw.probe_result.take())
+        };
+        assert!(pending.is_none());
+        assert!(probed == Some(Err(EAGAIN)));
+        assert!(resume.finish().is_ok());
+        assert!(regs(&dst) == regs(&src));
+        assert!(mem_eq(&src, &dst)?);
+        Ok(())
+    }
+}
