@@ -91,6 +91,15 @@ kunit_suites
 for bdf in "${bdfs[@]}"; do
 	suite "kselftest:vfio_bochs_test:$bdf" ktap "$repo/tests/selftests/vfio_bochs_test" "$bdf"
 done
+if [ "${#bdfs[@]}" -ge 2 ]; then
+	suite "kselftest:vfio_migration_test:${bdfs[0]}->${bdfs[1]}" ktap \
+		"$repo/tests/selftests/vfio_migration_test" "${bdfs[0]}" "${bdfs[1]}"
+else
+	echo "# qvp-suite: kselftest:vfio_migration_test ktap"
+	echo "1..1"
+	echo "ok 1 vfio_migration_test # SKIP needs two devices, ${#bdfs[@]} bound"
+	echo "# qvp-suite-end: kselftest:vfio_migration_test rc=4"
+fi
 suite lifecycle ktap lifecycle
 for bdf in "${bdfs[@]}"; do
 	suite "kselftest:vfio_bochs_test:$bdf:after-reload" ktap "$repo/tests/selftests/vfio_bochs_test" "$bdf"

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # The guest half of `make demo` (see scripts/demo.sh): shows the bound devices and uses each one
-# through VFIO (iommufd + device cdev) with the kselftest.
+# through VFIO (iommufd + device cdev) with the kselftest, then migrates the first into the second.
 set -uo pipefail
 read -r -a bdfs <<<"${QVP_BDFS:-}"
 
@@ -25,10 +25,20 @@ for bdf in "${bdfs[@]}"; do
 	[ "$rc" = 0 ] && ok=$((ok + 1))
 done
 
+migrated=no
+if [ "${#bdfs[@]}" -ge 2 ]; then
+	echo
+	echo "== live migration ${bdfs[0]} -> ${bdfs[1]} (VFIO v2: STOP_COPY, then RESUMING)"
+	if tests/bench/mig_bench "${bdfs[0]}" "${bdfs[1]}"; then
+		migrated=yes
+	fi
+fi
+
 echo
-if [ "$ok" = "${#bdfs[@]}" ] && [ "$ok" -gt 0 ]; then
-	echo "SUMMARY: $ok bochs-display devices bound to qemu-vfio-pci and working through VFIO"
+if [ "$ok" = "${#bdfs[@]}" ] && [ "$ok" -gt 0 ] && [ "$migrated" = yes ]; then
+	echo "SUMMARY: $ok bochs-display devices bound to qemu-vfio-pci, working through VFIO;" \
+		"the complete state of ${bdfs[0]} migrated into ${bdfs[1]}"
 	exit 0
 fi
-echo "SUMMARY: only $ok of ${#bdfs[@]} devices work through VFIO"
+echo "SUMMARY: $ok of ${#bdfs[@]} devices work through VFIO; migration: $migrated"
 exit 1
