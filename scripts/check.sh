@@ -84,8 +84,11 @@ fi
 
 echo "[check] guest tests (KUnit, kselftest, module lifecycle)" >&2
 set +e
-"$repo/tests/vm/run" -- tests/guest-tests.sh >"$res/guest.log" 2>"$res/guest.stderr"
+# A guest that hangs (a stuck reset, a deadlock) must fail the check, not the CI time limit.
+timeout --kill-after=30 "${QVP_GUEST_TIMEOUT:-1800}" \
+	"$repo/tests/vm/run" -- tests/guest-tests.sh >"$res/guest.log" 2>"$res/guest.stderr"
 rc=$?
+[ "$rc" != 124 ] || echo "[check] the guest did not finish within ${QVP_GUEST_TIMEOUT:-1800} s" >&2
 set -e
 if [ "$rc" != 0 ]; then
 	result "$res/vm.results" fail "guest ran (tests/vm/run exit status $rc)" "$(tail -n 40 "$res/guest.stderr")"
