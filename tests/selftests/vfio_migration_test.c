@@ -18,6 +18,10 @@
  *
  * Usage: vfio_migration_test [harness options] SRC_BDF DST_BDF
  *        QVP_BDFS="SRC_BDF DST_BDF" vfio_migration_test [harness options]
+ *
+ * In the test guest: tests/vm/run -- sh -c
+ *	'tests/selftests/vfio_migration_test $QVP_BDFS 2>&1'
+ * (2>&1 keeps the harness' stderr logs in order with the TAP lines).
  */
 
 #include <dirent.h>
