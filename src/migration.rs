@@ -94,6 +94,16 @@ impl ByteSource for kernel::uaccess::UserSliceReader {
     }
 }
 
+/// Locks a data file's state for a read or a write: with `nonblock` (`O_NONBLOCK`), `EAGAIN`
+/// instead of waiting for another reader or writer.
+fn lock_for_io<T>(lock: &Mutex<T>, nonblock: bool) -> Result<Guard<'_, T, MutexBackend>> {
+    if nonblock {
+        lock.try_lock().ok_or(EAGAIN)
+    } else {
+        Ok(lock.lock())
+    }
+}
+
 /// Converts a positive errno number from the stream code into an [`Error`].
 fn errno(n: i32) -> Error {
     Error::from_errno(-n)

@@ -54,6 +54,7 @@ use crate::{
 
 use super::{
     errno,
+    lock_for_io,
     ByteSource,
     MigDevice, //
 };
@@ -152,16 +153,11 @@ impl<D: MigDevice> ResumeFile<D> {
     /// `write()`: consumes up to `input.left()` stream bytes. With `nonblock`, `EAGAIN` instead of
     /// waiting for another writer.
     pub(crate) fn write_from(&self, input: &mut impl ByteSource, nonblock: bool) -> Result<usize> {
-        let this = self;
-        let mut guard = if nonblock {
-            this.inner.try_lock().ok_or(EAGAIN)?
-        } else {
-            this.inner.lock()
-        };
+        let mut guard = lock_for_io(&self.inner, nonblock)?;
         let inner = &mut *guard;
         let mut total = 0;
         while input.left() > 0 {
-            match this.write_some(inner, input) {
+            match self.write_some(inner, input) {
                 Ok(n) => total += n,
                 // Report the bytes consumed so far; the error, sticky in the decoder (or the
                 // disabled flag), comes with the next write.

@@ -50,6 +50,7 @@ use crate::{
 
 use super::{
     errno,
+    lock_for_io,
     ByteSink,
     MigDevice, //
 };
@@ -129,23 +130,18 @@ impl<D: MigDevice> SaveFile<D> {
     /// `read()`: copies up to `out.room()` stream bytes to `out`; `Ok(0)` at the end of the
     /// stream. With `nonblock`, `EAGAIN` instead of waiting for another reader.
     pub(crate) fn read_into(&self, out: &mut impl ByteSink, nonblock: bool) -> Result<usize> {
-        let this = self;
-        let mut guard = if nonblock {
-            this.inner.try_lock().ok_or(EAGAIN)?
-        } else {
-            this.inner.lock()
-        };
+        let mut guard = lock_for_io(&self.inner, nonblock)?;
         let inner = &mut *guard;
         let mut total = 0;
         while out.room() > 0 {
-            if this.disabled.load(Acquire) {
+            if self.disabled.load(Acquire) {
                 return if total > 0 { Ok(total) } else { Err(ENODEV) };
             }
             if inner.pos == inner.filled {
                 if inner.done {
                     break;
                 }
-                let mut source = DevSource(&*this.dev);
+                let mut source = DevSource(&*self.dev);
                 match inner
                     .encoder
                     .next_record(&mut source, &KernelCrc32c, &mut inner.buf)
