@@ -32,6 +32,7 @@
 #include <linux/vfio.h>
 
 #include "kselftest_harness.h"
+#include "vfio_util.h"
 
 #define BOCHS_VENDOR_ID		0x1234
 #define BOCHS_DEVICE_ID		0x1111
@@ -79,44 +80,7 @@ static const unsigned int dispi_rw_regs[] = {
 
 static const char *device_bdf;
 
-static bool is_bdf(const char *str)
-{
-	unsigned int s, b, d, f;
-	int len = 0;
 
-	if (sscanf(str, "%4x:%2x:%2x.%1x%n", &s, &b, &d, &f, &len) != 4)
-		return false;
-	return len > 0 && (size_t)len == strlen(str);
-}
-
-/* Path of the VFIO device cdev of @bdf, or NULL with errno set. */
-static char *vfio_cdev_path(const char *bdf)
-{
-	char dir_path[PATH_MAX];
-	struct dirent *entry;
-	char *path = NULL;
-	DIR *dir;
-
-	errno = 0;
-	snprintf(dir_path, sizeof(dir_path),
-		 "/sys/bus/pci/devices/%s/vfio-dev", bdf);
-	dir = opendir(dir_path);
-	if (!dir)
-		return NULL;
-
-	errno = 0;
-	while ((entry = readdir(dir))) {
-		if (strncmp(entry->d_name, "vfio", 4))
-			continue;
-		if (asprintf(&path, "/dev/vfio/devices/%s", entry->d_name) < 0)
-			path = NULL;
-		break;
-	}
-	closedir(dir);
-	if (!path && !errno)
-		errno = ENOENT;
-	return path;
-}
 
 static int bind_iommufd(int fd, int iommufd)
 {
@@ -128,14 +92,6 @@ static int bind_iommufd(int fd, int iommufd)
 	return ioctl(fd, VFIO_DEVICE_BIND_IOMMUFD, &bind) ? -errno : 0;
 }
 
-static int get_region_info(int fd, __u32 index, struct vfio_region_info *info)
-{
-	memset(info, 0, sizeof(*info));
-	info->argsz = sizeof(*info);
-	info->index = index;
-
-	return ioctl(fd, VFIO_DEVICE_GET_REGION_INFO, info) ? -errno : 0;
-}
 
 static int get_irq_info(int fd, __u32 index, struct vfio_irq_info *info)
 {

@@ -47,6 +47,7 @@
 #include <linux/vfio.h>
 
 #include "kselftest_harness.h"
+#include "vfio_util.h"
 
 #define SZ_4K			0x1000UL
 #define SZ_64K			0x10000UL
@@ -214,15 +215,6 @@ static __u32 crc32c(const __u8 *p, size_t len)
 	return ~crc;
 }
 
-static bool is_bdf(const char *str)
-{
-	unsigned int s, b, d, f;
-	int len = 0;
-
-	if (sscanf(str, "%4x:%2x:%2x.%1x%n", &s, &b, &d, &f, &len) != 4)
-		return false;
-	return len > 0 && (size_t)len == strlen(str);
-}
 
 /* ---------------------------------------------------------------------- */
 /* Device access                                                          */
@@ -246,43 +238,7 @@ struct qdev {
 	struct regs saved;
 };
 
-/* Path of the VFIO device cdev of @bdf, or NULL with errno set. */
-static char *vfio_cdev_path(const char *bdf)
-{
-	char dir_path[PATH_MAX];
-	struct dirent *entry;
-	char *path = NULL;
-	DIR *dir;
 
-	errno = 0;
-	snprintf(dir_path, sizeof(dir_path),
-		 "/sys/bus/pci/devices/%s/vfio-dev", bdf);
-	dir = opendir(dir_path);
-	if (!dir)
-		return NULL;
-
-	errno = 0;
-	while ((entry = readdir(dir))) {
-		if (strncmp(entry->d_name, "vfio", 4))
-			continue;
-		if (asprintf(&path, "/dev/vfio/devices/%s", entry->d_name) < 0)
-			path = NULL;
-		break;
-	}
-	closedir(dir);
-	if (!path && !errno)
-		errno = ENOENT;
-	return path;
-}
-
-static int get_region_info(int fd, __u32 index, struct vfio_region_info *info)
-{
-	memset(info, 0, sizeof(*info));
-	info->argsz = sizeof(*info);
-	info->index = index;
-
-	return ioctl(fd, VFIO_DEVICE_GET_REGION_INFO, info) ? -errno : 0;
-}
 
 /*
  * Open @bdf through its VFIO cdev bound to a fresh iommufd and IOAS, and
