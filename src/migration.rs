@@ -147,6 +147,11 @@ pub(crate) trait MigDevice: Send + Sync + Sized + 'static {
 }
 
 /// The state under the state mutex.
+///
+/// A data file holds a reference to the device (`MigDevice::Ref`) and the device's state holds
+/// the file: that cycle is broken whenever the state leaves STOP_COPY or RESUMING, on reset, and
+/// at the latest when the device is closed, which the VFIO core does before the device can be
+/// unregistered. A file userspace keeps open after that keeps only the device's memory alive.
 struct Inner<D: MigDevice> {
     /// The current state: the last step that completed.
     state: MigState,
