@@ -32,6 +32,10 @@ use kernel::{
     prelude::*,
     sync::{
         aref::ARef,
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
         lock::{
             mutex::MutexBackend,
             Guard, //
@@ -92,6 +96,37 @@ impl ByteSource for kernel::uaccess::UserSliceReader {
     fn take(&mut self, out: &mut [u8]) -> Result {
         self.read_slice(out)
     }
+}
+
+/// Live migration states (one per device) and live data files, so that module exit can report
+/// anything that outlived its device: a reference cycle left unbroken would show there.
+static LIVE_STATES: Atomic<i32> = Atomic::new(0);
+static LIVE_FILES: Atomic<i32> = Atomic::new(0);
+
+/// Counts one live object while it exists.
+pub(crate) struct Live(&'static Atomic<i32>);
+
+impl Live {
+    fn new(counter: &'static Atomic<i32>) -> Self {
+        counter.add(1, Relaxed);
+        Self(counter)
+    }
+
+    /// Counts a data file.
+    pub(crate) fn file() -> Self {
+        Self::new(&LIVE_FILES)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.add(-1, Relaxed);
+    }
+}
+
+/// The numbers of live migration states and data files.
+pub(crate) fn live_objects() -> (i32, i32) {
+    (LIVE_STATES.load(Relaxed), LIVE_FILES.load(Relaxed))
 }
 
 /// Locks a data file's state for a read or a write: with `nonblock` (`O_NONBLOCK`), `EAGAIN`
@@ -185,6 +220,7 @@ pub(crate) struct Migration<D: MigDevice> {
     /// A reset happened and the state mutex holder must apply it (`deferred_reset`).
     #[pin]
     deferred_reset: SpinLock<bool>,
+    _live: Live,
 }
 
 /// The state mutex, held; on unlock it applies a deferred reset first.
@@ -230,6 +266,7 @@ impl<D: MigDevice> Migration<D> {
                 resuming: None,
             }, "qemu_vfio_pci::migration"),
             deferred_reset <- new_spinlock!(false, "qemu_vfio_pci::deferred_reset"),
+            _live: Live::new(&LIVE_STATES),
         }? Error)
     }
 

@@ -56,6 +56,7 @@ use super::{
     errno,
     lock_for_io,
     ByteSource,
+    Live,
     MigDevice, //
 };
 
@@ -79,6 +80,7 @@ pub(crate) struct ResumeFile<D: MigDevice> {
     /// An atomic for the same reason as in [`super::save::SaveFile`]: a reset must not wait for
     /// the file's mutex, which a write holds while it takes `memory_lock` to write device memory.
     disabled: Atomic<bool>,
+    _live: Live,
     #[pin]
     inner: Mutex<ResumeInner>,
 }
@@ -132,6 +134,7 @@ impl<D: MigDevice> ResumeFile<D> {
             pin_init!(Self {
                 dev: dev.clone(),
                 disabled: Atomic::new(false),
+                _live: Live::file(),
                 inner <- new_mutex!(ResumeInner {
                     decoder: Decoder::new(identity),
                     scratch,

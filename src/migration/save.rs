@@ -52,6 +52,7 @@ use super::{
     errno,
     lock_for_io,
     ByteSink,
+    Live,
     MigDevice, //
 };
 
@@ -81,6 +82,7 @@ pub(crate) struct SaveFile<D: MigDevice> {
     /// `memory_lock` to read the device; taking the mutex here would close that cycle. A read in
     /// progress sees the flag at its next record.
     disabled: Atomic<bool>,
+    _live: Live,
     #[pin]
     inner: Mutex<SaveInner>,
 }
@@ -113,6 +115,7 @@ impl<D: MigDevice> SaveFile<D> {
             pin_init!(Self {
                 dev: dev.clone(),
                 disabled: Atomic::new(false),
+                _live: Live::file(),
                 inner <- new_mutex!(SaveInner {
                     encoder: Encoder::new(identity, regs_len),
                     buf,
