@@ -48,33 +48,7 @@
 
 #include "kselftest_harness.h"
 #include "vfio_util.h"
-
-#define SZ_4K			0x1000UL
-#define SZ_64K			0x10000UL
-#define SZ_256K			0x40000UL
-#define SZ_1M			0x100000UL
-
-/* BAR2: bochs DISPI registers, 16 bit, index i at 0x500 + 2 * i */
-#define DISPI_REG(i)		(0x500 + 2 * (i))
-#define DISPI_INDEX_ID		0x0
-#define DISPI_INDEX_XRES	0x1
-#define DISPI_INDEX_YRES	0x2
-#define DISPI_INDEX_BPP		0x3
-#define DISPI_INDEX_ENABLE	0x4
-#define DISPI_INDEX_BANK	0x5
-#define DISPI_INDEX_VIRT_WIDTH	0x6
-#define DISPI_INDEX_VIRT_HEIGHT	0x7
-#define DISPI_INDEX_X_OFFSET	0x8
-#define DISPI_INDEX_Y_OFFSET	0x9
-#define DISPI_NR_RW		(DISPI_INDEX_Y_OFFSET + 1)
-#define DISPI_ID5		0xb0c5
-#define DISPI_ENABLED		0x01
-#define DISPI_LFB_ENABLED	0x40
-
-/* BAR2: QEMU extended registers */
-#define QEXT_REG_BYTEORDER	0x604
-#define QEXT_LITTLE_ENDIAN	0x1e1e1e1e
-#define QEXT_BIG_ENDIAN		0xbebebebe
+#include "bochs_regs.h"
 
 /* The device state the tests move around: ENABLE is written last. */
 static const unsigned int state_regs[] = {
