@@ -33,8 +33,10 @@ use kernel::{
     sync::{
         aref::ARef,
         atomic::{
+            Acquire,
             Atomic,
-            Relaxed, //
+            Relaxed,
+            Release, //
         },
         lock::{
             mutex::MutexBackend,
@@ -111,16 +113,57 @@ impl Live {
         counter.add(1, Relaxed);
         Self(counter)
     }
-
-    /// Counts a data file.
-    pub(crate) fn file() -> Self {
-        Self::new(&LIVE_FILES)
-    }
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
         self.0.add(-1, Relaxed);
+    }
+}
+
+/// What every data file has besides its own mutex: whether it is disabled, and its place in the
+/// live count.
+///
+/// Leaving the data state, a reset and a close disable a file; reads and writes then fail with
+/// `ENODEV`. The flag is an atomic, not part of the file's mutex-protected state: a reset
+/// disables the file with vfio-pci-core's `memory_lock` held, while a read or write holds the
+/// file's mutex and then takes `memory_lock` to reach the device; taking the mutex to disable
+/// would close that cycle. A transfer in progress sees the flag at its next record.
+pub(crate) struct FileState {
+    disabled: Atomic<bool>,
+    _live: Live,
+}
+
+impl FileState {
+    /// An enabled file.
+    pub(crate) fn new() -> Self {
+        Self {
+            disabled: Atomic::new(false),
+            _live: Live::new(&LIVE_FILES),
+        }
+    }
+
+    /// Ends the file: later transfers fail with `ENODEV`. Does not wait.
+    pub(crate) fn disable(&self) {
+        self.disabled.store(true, Release);
+    }
+
+    /// `ENODEV` once the file is disabled.
+    pub(crate) fn check(&self) -> Result {
+        if self.disabled.load(Acquire) {
+            Err(ENODEV)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The poll mask: `ready` while the file is enabled, an error once it is disabled.
+    pub(crate) fn poll_mask(&self, ready: u32) -> u32 {
+        if self.disabled.load(Acquire) {
+            crate::vfio::data_file::poll_mask::ERROR
+        } else {
+            ready
+        }
     }
 }
 

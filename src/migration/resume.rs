@@ -16,11 +16,6 @@ use kernel::{
     prelude::*,
     sync::{
         aref::ARef,
-        atomic::{
-            Acquire,
-            Atomic,
-            Release, //
-        },
         poll::PollTable,
         Arc,
         ArcBorrow,
@@ -56,7 +51,7 @@ use super::{
     errno,
     lock_for_io,
     ByteSource,
-    Live,
+    FileState,
     MigDevice, //
 };
 
@@ -75,12 +70,8 @@ struct ResumeInner {
 #[pin_data]
 pub(crate) struct ResumeFile<D: MigDevice> {
     dev: D::Ref,
-    /// Set when the FSM left RESUMING, on reset and on close: writes fail with `ENODEV`.
-    ///
-    /// An atomic for the same reason as in [`super::save::SaveFile`]: a reset must not wait for
-    /// the file's mutex, which a write holds while it takes `memory_lock` to write device memory.
-    disabled: Atomic<bool>,
-    _live: Live,
+    /// Disabled when the FSM leaves the data state, on reset and on close.
+    state: FileState,
     #[pin]
     inner: Mutex<ResumeInner>,
 }
@@ -133,8 +124,7 @@ impl<D: MigDevice> ResumeFile<D> {
         let this = Arc::pin_init(
             pin_init!(Self {
                 dev: dev.clone(),
-                disabled: Atomic::new(false),
-                _live: Live::file(),
+                state: FileState::new(),
                 inner <- new_mutex!(ResumeInner {
                     decoder: Decoder::new(identity),
                     scratch,
@@ -148,9 +138,9 @@ impl<D: MigDevice> ResumeFile<D> {
         Ok((this, file))
     }
 
-    /// Ends the file: later writes fail with `ENODEV`. Does not wait (see `disabled`).
+    /// Ends the file: later writes fail with `ENODEV`. Does not wait (see [`FileState`]).
     pub(crate) fn disable(&self) {
-        self.disabled.store(true, Release);
+        self.state.disable();
     }
 
     /// `write()`: consumes up to `input.left()` stream bytes. With `nonblock`, `EAGAIN` instead of
@@ -174,9 +164,7 @@ impl<D: MigDevice> ResumeFile<D> {
     /// Moves the next bytes of `input`, at most to the end of the record being received, into
     /// the decoder; returns how many.
     fn write_some(&self, inner: &mut ResumeInner, input: &mut impl ByteSource) -> Result<usize> {
-        if self.disabled.load(Acquire) {
-            return Err(ENODEV);
-        }
+        self.state.check()?;
         let dst = inner
             .decoder
             .buffer(&mut inner.scratch)
@@ -200,9 +188,7 @@ impl<D: MigDevice> ResumeFile<D> {
     /// registers. On failure nothing is programmed.
     pub(crate) fn finish(&self) -> Result {
         let inner = self.inner.lock();
-        if self.disabled.load(Acquire) {
-            return Err(ENODEV);
-        }
+        self.state.check()?;
         inner.decoder.finish().map_err(|e| errno(e.errno_hint()))?;
         let len = inner.regs_len.ok_or(ENODATA)?;
         let regs = inner.regs.get(..len).ok_or(EINVAL)?;
@@ -230,10 +216,6 @@ impl<D: MigDevice> DataFile for ResumeFile<D> {
 
     fn poll(this: ArcBorrow<'_, Self>, _file: &File, _table: PollTable<'_>) -> u32 {
         // Writes never wait for the device: the file is always writable until disabled.
-        if this.disabled.load(Acquire) {
-            poll_mask::ERROR
-        } else {
-            poll_mask::WRITABLE
-        }
+        this.state.poll_mask(poll_mask::WRITABLE)
     }
 }

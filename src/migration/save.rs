@@ -14,11 +14,6 @@ use kernel::{
     prelude::*,
     sync::{
         aref::ARef,
-        atomic::{
-            Acquire,
-            Atomic,
-            Release, //
-        },
         poll::PollTable,
         Arc,
         ArcBorrow,
@@ -52,7 +47,7 @@ use super::{
     errno,
     lock_for_io,
     ByteSink,
-    Live,
+    FileState,
     MigDevice, //
 };
 
@@ -75,14 +70,8 @@ struct SaveInner {
 #[pin_data]
 pub(crate) struct SaveFile<D: MigDevice> {
     dev: D::Ref,
-    /// Set when the FSM left STOP_COPY, on reset and on close: reads fail with `ENODEV`.
-    ///
-    /// An atomic, not part of the mutex-protected state: a reset disables the file with
-    /// vfio-pci-core's `memory_lock` held, while a read holds the file's mutex and then takes
-    /// `memory_lock` to read the device; taking the mutex here would close that cycle. A read in
-    /// progress sees the flag at its next record.
-    disabled: Atomic<bool>,
-    _live: Live,
+    /// Disabled when the FSM leaves the data state, on reset and on close.
+    state: FileState,
     #[pin]
     inner: Mutex<SaveInner>,
 }
@@ -114,8 +103,7 @@ impl<D: MigDevice> SaveFile<D> {
         let this = Arc::pin_init(
             pin_init!(Self {
                 dev: dev.clone(),
-                disabled: Atomic::new(false),
-                _live: Live::file(),
+                state: FileState::new(),
                 inner <- new_mutex!(SaveInner {
                     encoder: Encoder::new(identity, regs_len),
                     buf,
@@ -137,8 +125,8 @@ impl<D: MigDevice> SaveFile<D> {
         let inner = &mut *guard;
         let mut total = 0;
         while out.room() > 0 {
-            if self.disabled.load(Acquire) {
-                return if total > 0 { Ok(total) } else { Err(ENODEV) };
+            if let Err(e) = self.state.check() {
+                return if total > 0 { Ok(total) } else { Err(e) };
             }
             if inner.pos == inner.filled {
                 if inner.done {
@@ -177,9 +165,9 @@ impl<D: MigDevice> SaveFile<D> {
         Ok(total)
     }
 
-    /// Ends the file: later reads fail with `ENODEV`. Does not wait (see `disabled`).
+    /// Ends the file: later reads fail with `ENODEV`. Does not wait (see [`FileState`]).
     pub(crate) fn disable(&self) {
-        self.disabled.store(true, Release);
+        self.state.disable();
     }
 }
 
@@ -200,10 +188,6 @@ impl<D: MigDevice> DataFile for SaveFile<D> {
     fn poll(this: ArcBorrow<'_, Self>, _file: &File, _table: PollTable<'_>) -> u32 {
         // Data, or the permanent end of the stream, is always available at once: reads never wait
         // for the device, so there is nothing to wait for.
-        if this.disabled.load(Acquire) {
-            poll_mask::ERROR
-        } else {
-            poll_mask::READABLE
-        }
+        this.state.poll_mask(poll_mask::READABLE)
     }
 }
