@@ -45,10 +45,22 @@ mkdir -p "$out"
 "$src/scripts/kconfig/merge_config.sh" -m -O "$out" "$out/.config" "$fragment" >/dev/null
 "${mk[@]}" olddefconfig >/dev/null
 
-# Every option the fragment asks for must have survived dependency resolution.
+# Every option the fragment sets or disables must have survived dependency resolution.
 bad=0
 while IFS= read -r line; do
-	case "$line" in CONFIG_*=*) ;; *) continue ;; esac
+	case "$line" in
+	"# CONFIG_"*" is not set")
+		opt=${line#\# }
+		opt=${opt%% *}
+		if grep -q "^$opt=" "$out/.config"; then
+			qvp_log "config option not disabled: $line (got: $(grep "^$opt=" "$out/.config"))"
+			bad=1
+		fi
+		continue
+		;;
+	CONFIG_*=*) ;;
+	*) continue ;;
+	esac
 	if ! grep -qx "$line" "$out/.config"; then
 		qvp_log "config option not applied: $line (got: $(grep "^${line%%=*}=\|# ${line%%=*} is not set" "$out/.config" || echo missing))"
 		bad=1
