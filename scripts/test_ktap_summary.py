@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0
-"""Host tests of the counter, scripts/ktap-summary.py: crafted logs, one per way a count can lie.
+"""Host tests of the counter, scripts/ktap-summary.py: crafted logs, one per way a count can lie;
+and of the kernel-log and kmemleak checks of tests/guest-tests.sh, with a stand-in dmesg.
 
     test_ktap_summary.py        prints KTAP (scripts/check.sh keeps it as counter.results)
 
@@ -325,6 +326,70 @@ def test_failure_comment_is_not_a_directive():
         # qvp-suite-end: kmemleak rc=1
     """})
     expect_suite(s, "kmemleak", 0, 1, 0, "kmemleak is not available: no such file")
+
+
+# The guest-side checks of tests/guest-tests.sh, sourced on the host with a stand-in dmesg.
+GUEST_TESTS = os.path.join(HERE, "..", "tests", "guest-tests.sh")
+CLEAN_DMESG = """\
+[    0.000000] Linux version 7.3.4 (root@host) #1 SMP PREEMPT_DYNAMIC
+[    0.512000] kmemleak: Kernel memory leak detector initialized (mem pool available: 15981)
+[    3.100000]     KTAP version 1
+[    3.100001]     # Subtest: qemu_vfio_pci_stream
+[    3.100002]     1..2
+[    3.200000]     ok 1 roundtrip
+[    3.300000]     ok 2 crc
+[    3.300001] ok 1 qemu_vfio_pci_stream
+[    3.400000] qemu-vfio-pci 0000:01:00.0: ok 1 is not a KTAP line here
+"""
+
+
+def kernel_log(dmesg):
+    with tempfile.NamedTemporaryFile("w", suffix=".dmesg") as f:
+        f.write(dmesg)
+        f.flush()
+        script = f'source "{GUEST_TESTS}"; dmesg() {{ cat "{f.name}"; }}; kernel_log'
+        r = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_kernel_log_clean_passes():
+    rc, out = kernel_log(CLEAN_DMESG)
+    if rc != 0 or "\nok 1 " not in out:
+        raise AssertionError(f"a clean log failed (rc {rc}):\n{out}")
+
+
+def test_kernel_log_reports_fail():
+    bad = [
+        "[    5.000000]     not ok 2 close_mid_record",
+        "[    5.000000] not ok 1 qemu_vfio_pci_migration",
+        "[   62.000000] INFO: task vfio_migration_:123 blocked for more than 30 seconds.",
+        "[   40.000000] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [kworker/1:1:45]",
+        "[    7.000000] CFI failure at vfio_ioctl_device_feature+0x1a/0x40 (target: x; expected type: 0x1)",
+        "[    8.000000] kmemleak: 3 new suspected memory leaks (see /sys/kernel/debug/kmemleak)",
+        "[    8.000000] kmemleak: Cannot allocate a kmemleak_object structure",
+        "[    8.000000] kmemleak: Kernel memory leak detector disabled",
+        "[    9.000000] list_add corruption. next->prev should be prev (ffff8880), but was 0000.",
+        "[    9.000000] list_del corruption, ffff888004 ->next is LIST_POISON1 (dead000000000100)",
+        "[    9.500000] BUG: KASAN: slab-use-after-free in qemu_vfio_pci_write+0x10/0x20",
+        "[    9.600000] UBSAN: shift-out-of-bounds in src/helpers.c:10:5",
+        "[    9.700000] WARNING: CPU: 0 PID: 1 at drivers/vfio/vfio_main.c:100 foo+0x1/0x2",
+        "[    9.800000] WARNING: possible circular locking dependency detected",
+    ]
+    missed = []
+    for line in bad:
+        rc, out = kernel_log(CLEAN_DMESG + line + "\n")
+        if rc == 0 or "\nnot ok 1 " not in out:
+            missed.append(line)
+    if missed:
+        raise AssertionError("kernel_log passed a log with:\n" + "\n".join(missed))
+
+
+def test_kmemleak_unavailable_fails():
+    script = (f'source "{GUEST_TESTS}"; kmemleak_file=/nonexistent/kmemleak; '
+              "kmemleak_clear; kmemleak")
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    if r.returncode == 0 or "not ok 1 " not in r.stdout or "not available" not in r.stdout:
+        raise AssertionError(f"kmemleak without kmemleak (rc {r.returncode}):\n{r.stdout}{r.stderr}")
 
 
 def main():
