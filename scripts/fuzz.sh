@@ -125,7 +125,8 @@ run() {
 	if [ -n "$crashes" ] || [ "$rc" != 0 ]; then
 		ok=
 		log "$target: FAILED (exit status $rc); the fuzzer says:"
-		grep -aE -A25 '^==[0-9]+==|panicked|^SUMMARY|deadly signal|Test unit written' "$out" | head -n 60 >&2 || true
+		grep -aE -A1 'panicked at|^==[0-9]+==.*ERROR' "$out" | head -n 20 >&2 || true
+		grep -aE '^SUMMARY|Test unit written|^Base64' "$out" >&2 || true
 		if [ -n "$crashes" ]; then
 			log "$target: crash inputs (reproduce: $bin/$target FILE):"
 			printf '    %s\n' $crashes >&2
@@ -144,7 +145,7 @@ run() {
 			{
 				echo "not ok fuzz:$target $summary, exit status $rc"
 				for f in $crashes; do echo "# crash input: $f"; done
-				grep -aE -A10 'panicked|^SUMMARY|deadly signal' "$out" | head -n 20 | sed 's/^/# /'
+				grep -aE -A1 'panicked at|^==[0-9]+==.*ERROR' "$out" | head -n 10 | sed 's/^/# /'
 			} >>"$res/fuzz.results"
 		fi
 	fi
