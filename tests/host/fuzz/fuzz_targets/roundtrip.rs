@@ -10,7 +10,7 @@
 //!             uses it), bit 2 also decode a truncated stream, bits 3-6 memory size class
 //! bytes 1-2   le16 memory size parameter
 //! bytes 3-4   le16 register blob length (mod MAX_REGS_LEN + 1)
-//! bytes 5-6   le16 where the truncated stream ends (mod its length)
+//! bytes 5-6   le16 where the truncated stream ends (see `truncated_len`)
 //! byte 7      number n of cuts (mod 32)
 //! 2n bytes    le16 cuts: lengths of the pieces the stream is fed in, used cyclically
 //! rest        the start of the device memory; the rest of it is pseudo-random
@@ -83,6 +83,18 @@ fn fill(mem: &mut [u8], prefix: &[u8], seed: u64) {
         x ^= x >> 7;
         x ^= x << 17;
         chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+}
+
+/// Returns where the truncated stream ends, from the parameter `t`, for a stream of `len > 0`
+/// bytes: `t` itself if the stream is short; else a point spread over the whole stream (so that
+/// MEMORY records after the first can be cut), moved by the low bits of `t`.
+fn truncated_len(t: u16, len: usize) -> usize {
+    let t = usize::from(t);
+    if len <= 1 << 16 {
+        t % len
+    } else {
+        ((t >> 6) * (len >> 10) + (t & 63)).min(len - 1)
     }
 }
 
@@ -177,7 +189,7 @@ fuzz_target!(|data: &[u8]| {
 
         // Cut short, the stream fails, and only the whole MEMORY records in it took effect.
         if ctl & 4 != 0 {
-            let end = usize::from(u16::from_le_bytes([*t0, *t1])) % stream_len;
+            let end = truncated_len(u16::from_le_bytes([*t0, *t1]), stream_len);
             let (outcome, got_mem, _) = decode(
                 &b.stream[..end],
                 kind,
