@@ -100,6 +100,9 @@ else
 	echo "ok 1 vfio_migration_test # SKIP needs two devices, ${#bdfs[@]} bound"
 	echo "# qvp-suite-end: kselftest:vfio_migration_test rc=4"
 fi
+# Stress and hardening (userfaultfd, memcg, fault injection, concurrency): every device; its
+# concurrency tests need four (tests/vm/run --devices 4) and report SKIP with fewer.
+suite "kselftest:vfio_stress_test" ktap "$repo/tests/selftests/vfio_stress_test" "${bdfs[@]:0:4}"
 suite lifecycle ktap lifecycle
 for bdf in "${bdfs[@]}"; do
 	suite "kselftest:vfio_bochs_test:$bdf:after-reload" ktap "$repo/tests/selftests/vfio_bochs_test" "$bdf"
