@@ -3,6 +3,7 @@
 //! Unit tests of the migration stream code.
 
 mod corruption;
+mod coverage;
 mod crc;
 mod encoder;
 mod malformed;
