@@ -497,6 +497,7 @@ static void *stall_handler(void *arg)
 	pthread_cond_broadcast(&s->cond);
 	clock_gettime(CLOCK_REALTIME, &dl);
 	dl.tv_sec += STALL_LIMIT_SECS;
+	ret = 0;
 	while (!s->release && !ret)
 		ret = pthread_cond_timedwait(&s->cond, &s->lock, &dl);
 	if (!s->release)
@@ -600,7 +601,7 @@ FIXTURE_TEARDOWN(uffd)
  * the device is closed and reopened (or reset) and its VRAM filled with a new
  * pattern; then the fault is resolved.
  */
-TEST_F_TIMEOUT(uffd, stalled_copy, 300)
+TEST_F_TIMEOUT(uffd, stalled_copy, 150)
 {
 	struct qdev *a = &self->dev[0], *b = &self->dev[1];
 	struct qdev *d = variant->resume ? b : a;
@@ -743,6 +744,7 @@ TEST_F_TIMEOUT(uffd, stalled_copy, 300)
 			}
 		}
 		/* the new session's VRAM holds its own pattern only */
+		TH_LOG("comparing the new session's VRAM");
 		bad = first_diff(d->vram, new_pat, vram);
 		EXPECT_EQ(-1, bad) {
 			TH_LOG("the new session's VRAM changed at %#zx: %#x, want %#x (%s)",
@@ -799,6 +801,7 @@ TEST_F_TIMEOUT(uffd, stalled_copy, 300)
 	free(new_pat);
 
 	/* both devices still migrate */
+	TH_LOG("migrating %s -> %s", a->bdf, b->bdf);
 	migrate_simple(_metadata, a, b);
 }
 
