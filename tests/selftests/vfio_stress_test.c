@@ -1243,15 +1243,31 @@ static void fi_arm(struct __test_metadata *_metadata, int nth, unsigned int n)
 	ASSERT_EQ(len, pwrite(nth, num, len, 0));
 }
 
-/* true if the armed fault was injected (fail-nth reads 0); disarms */
+/*
+ * True if the armed fault was injected during the call (fail-nth reads 0);
+ * disarms.  Reading fail-nth is itself a fault site (its copy_to_user): if the
+ * call left the count at 1, this read is the one that fails (EFAULT), so the
+ * call was not reached by the fault.  The write that disarms may fail the
+ * same way once; then the count is 0 already.
+ */
 static bool fi_injected(struct __test_metadata *_metadata, int nth)
 {
 	char num[16] = { 0 };
 	bool hit;
+	int i;
 
-	ASSERT_LT(0, pread(nth, num, sizeof(num) - 1, 0));
-	hit = atoi(num) == 0;
-	ASSERT_EQ(1, pwrite(nth, "0", 1, 0));
+	if (pread(nth, num, sizeof(num) - 1, 0) < 0) {
+		ASSERT_EQ(EFAULT, errno);
+		hit = false;
+	} else {
+		hit = atoi(num) == 0;
+	}
+	for (i = 0; i < 3; i++)
+		if (pwrite(nth, "0", 1, 0) == 1)
+			break;
+	ASSERT_GT(3, i) {
+		TH_LOG("disarm fail-nth: %s", strerror(errno));
+	}
 	return hit;
 }
 
