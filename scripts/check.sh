@@ -6,10 +6,15 @@
 #   build    the module builds against the test kernel with no warnings, clippy-clean
 #   lint     rustfmt-clean; `unsafe` only in the abstraction layer (src/vfio*)
 #   host     host `cargo test` of the pure-Rust logic (stream format)
+#   fuzz     each stream fuzz target for about 30 s (scripts/fuzz.sh --brief)
 #   guest    in a QEMU guest: KUnit suites, the VFIO kselftest on each bound device, module
 #            unload/reload with devices bound, and a clean kernel log
 #
-# Results land in build/results/; the guest's raw output in build/results/guest.log.
+# Results land in build/results/; the guest's raw output in build/results/guest.log, its kernel
+# console in build/results/console.log. Every suite named in tests/expected-suites must report: one
+# that does not counts as failed.
+#
+#   counter  host tests of the result counter itself (scripts/test_ktap_summary.py)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/env.sh"
@@ -51,6 +56,9 @@ else
 	result "$res/build.results" fail "module builds" "$(tail -n 40 "$repo/build/module.log")"
 fi
 
+echo "[check] the result counter's own tests" >&2
+python3 "$here/test_ktap_summary.py" >"$res/counter.results" 2>&1 || true
+
 echo "[check] lint" >&2
 rs_files=$(git ls-files 'src/*.rs' 'tests/*.rs' | grep -v '_generated\.rs$' || true)
 # shellcheck disable=SC2086
@@ -75,6 +83,13 @@ if [ -f tests/host/Cargo.toml ]; then
 	fi
 fi
 
+# The stream fuzzers, about 30 s each (scripts/fuzz.sh --brief writes fuzz.results itself).
+echo "[check] fuzzers (scripts/fuzz.sh --brief)" >&2
+"$here/fuzz.sh" --brief >"$res/fuzz.log" 2>&1 || true
+if [ ! -s "$res/fuzz.results" ]; then
+	result "$res/fuzz.results" fail "fuzz:run" "$(tail -n 40 "$res/fuzz.log")"
+fi
+
 echo "[check] building the kselftest" >&2
 if ! out=$(make -s -C tests/selftests KSRC="$QVP_CACHE/linux-$QVP_KVER" KHDR="$kbuild/usr/include" 2>&1); then
 	result "$res/build.results" fail "kselftest builds" "$out"
@@ -86,14 +101,17 @@ echo "[check] guest tests (KUnit, kselftest, module lifecycle)" >&2
 set +e
 # A guest that hangs (a stuck reset, a deadlock) must fail the check, not the CI time limit.
 timeout --kill-after=30 "${QVP_GUEST_TIMEOUT:-1800}" \
-	"$repo/tests/vm/run" -- tests/guest-tests.sh >"$res/guest.log" 2>"$res/guest.stderr"
+	"$repo/tests/vm/run" --console "$res/console.log" -- tests/guest-tests.sh \
+	>"$res/guest.log" 2>"$res/guest.stderr"
 rc=$?
 [ "$rc" != 124 ] || echo "[check] the guest did not finish within ${QVP_GUEST_TIMEOUT:-1800} s" >&2
 set -e
 if [ "$rc" != 0 ]; then
-	result "$res/vm.results" fail "guest ran (tests/vm/run exit status $rc)" "$(tail -n 40 "$res/guest.stderr")"
+	result "$res/vm.results" fail "guest ran (tests/vm/run exit status $rc)" \
+		"$(tail -n 40 "$res/guest.stderr"; echo "--- kernel console (build/results/console.log), last lines:";
+		tail -n 60 "$res/console.log" 2>/dev/null)"
 fi
 
 echo "[check] done in $(( $(date +%s) - start )) s" >&2
 files=("$res"/*.results "$res/guest.log")
-python3 "$here/ktap-summary.py" "${files[@]}"
+python3 "$here/ktap-summary.py" --expect "$repo/tests/expected-suites" "${files[@]}"

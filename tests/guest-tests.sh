@@ -8,8 +8,10 @@
 #   ...KTAP...
 #   # qvp-suite-end: NAME rc=N
 #
-# and scripts/check.sh folds them into one summary. KIND says how to count: "ktap" counts the
-# top-level results, "kunit" the test cases of a KUnit suite.
+# and scripts/check.sh folds them into one summary (scripts/ktap-summary.py). KIND says how to
+# count: "ktap" counts the top-level results against the plan, "kunit" the test cases of a KUnit
+# suite against the suite's plan. A new suite is one `suite NAME KIND CMD...` line below, and its
+# NAME in tests/expected-suites: a suite listed there that never reports counts as failed.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 read -r -a bdfs <<<"${QVP_BDFS:-}"
@@ -56,56 +58,130 @@ lifecycle() {
 	return $rc
 }
 
-# KUnit suites of the module run when it loads; their results stay in debugfs.
+# KUnit suites of the module run when it loads; their results stay in debugfs until it unloads.
+# kunit_suites [SUFFIX]: one suite per KUnit suite of qemu-vfio-pci, named kunit:SUITE[SUFFIX].
 kunit_suites() {
-	local d found=0
+	local suffix=${1:-} d found=0
 	for d in /sys/kernel/debug/kunit/qemu_vfio_pci*; do
 		[ -e "$d/results" ] || continue
 		found=1
-		suite "kunit:${d##*/}" kunit cat "$d/results"
+		suite "kunit:${d##*/}$suffix" kunit cat "$d/results"
 	done
-	[ "$found" = 1 ] || echo "# no KUnit suites registered by qemu-vfio-pci"
+	[ "$found" = 1 ] || suite "kunit:qemu_vfio_pci$suffix" kunit no_kunit_suites
 }
 
-# Nothing in the kernel log may show a warning, a lockdep report or an oops.
+no_kunit_suites() {
+	echo "# no KUnit suite of qemu-vfio-pci in /sys/kernel/debug/kunit" \
+		"($(ls /sys/kernel/debug/kunit 2>&1 | tr '\n' ' '))"
+	return 1
+}
+
+# With fewer than two devices the migration test has nothing to migrate between: a skip with
+# its reason, counted as such.
+migration_test() {
+	if [ "${#bdfs[@]}" -lt 2 ]; then
+		echo "1..0 # SKIP needs two devices, ${#bdfs[@]} bound"
+		return 4
+	fi
+	echo "# devices: ${bdfs[0]} -> ${bdfs[1]}"
+	"$repo/tests/selftests/vfio_migration_test" "${bdfs[0]}" "${bdfs[1]}"
+}
+
+# Nothing in the kernel log may show a warning, a sanitizer or lockdep report, an oops, a hang,
+# a CFI or list corruption report, a kmemleak complaint, or a failed KUnit case.
+kernel_log_patterns=(
+	'WARNING:' 'BUG:' 'Oops' 'general protection' 'Call Trace'
+	'possible circular locking' 'possible recursive locking' 'UBSAN' 'KASAN'
+	'blocked for more than' 'soft lockup' 'CFI failure'
+	'list_add corruption' 'list_del corruption'
+	# kmemleak: anything but its start-up line.
+	'kmemleak: ([0-9]+ new suspected|.*[Dd]isabled|Cannot|Failed|Memory pool|.*unknown object|Found object|Scan area|Partially freeing|Not scanning|Not resetting|Updating stack)'
+	'unreferenced object 0x'
+	# KUnit `not ok` lines (indented, after the timestamp).
+	'^(\[[^]]*\])?[[:space:]]*not ok [0-9]+'
+)
+
 kernel_log() {
-	local bad
+	local bad re
+	re=$(IFS='|'; echo "${kernel_log_patterns[*]}")
 	echo "TAP version 13"
 	echo "1..1"
-	bad=$(dmesg | grep -E 'WARNING:|BUG:|Oops|general protection|possible circular locking|possible recursive locking|UBSAN|KASAN|Call Trace' || true)
+	bad=$(dmesg | grep -E "$re" || true)
 	if [ -z "$bad" ]; then
-		echo "ok 1 kernel log has no warnings, lockdep reports or oopses"
+		echo "ok 1 kernel log has no warnings, sanitizer, lockdep, hang or KUnit failure reports"
 	else
-		echo "not ok 1 kernel log has no warnings, lockdep reports or oopses"
+		echo "not ok 1 kernel log has no warnings, sanitizer, lockdep, hang or KUnit failure reports"
+		printf '%s\n' "$bad" | head -n 40 | sed 's/^/# matched: /'
 		dmesg | sed 's/^/# /' | tail -n 80
 		return 1
 	fi
 }
+
+# kmemleak: cleared once the module is loaded (boot-time reports are not ours), scanned at the end.
+kmemleak_file=/sys/kernel/debug/kmemleak
+kmemleak_clear_error=
+kmemleak_clear() {
+	if [ ! -e "$kmemleak_file" ]; then
+		kmemleak_clear_error="$kmemleak_file does not exist (CONFIG_DEBUG_KMEMLEAK, debugfs mounted?)"
+	elif ! kmemleak_clear_error=$(echo clear 2>&1 >"$kmemleak_file"); then
+		kmemleak_clear_error="echo clear > $kmemleak_file: ${kmemleak_clear_error:-failed}"
+	fi
+}
+
+kmemleak() {
+	local out err
+	echo "TAP version 13"
+	echo "1..1"
+	if [ -n "$kmemleak_clear_error" ]; then
+		echo "not ok 1 no kmemleak reports # kmemleak is not available: $kmemleak_clear_error"
+		return 1
+	fi
+	# Two scans a few seconds apart, as Documentation/dev-tools/kmemleak.rst suggests: an object
+	# that was only in flight during the first is referenced again by the second.
+	if ! err=$(echo scan 2>&1 >"$kmemleak_file") || ! sleep 5 ||
+		! err=$(echo scan 2>&1 >"$kmemleak_file"); then
+		echo "not ok 1 no kmemleak reports # echo scan > $kmemleak_file: ${err:-failed}"
+		return 1
+	fi
+	if ! out=$(cat "$kmemleak_file" 2>&1); then
+		echo "not ok 1 no kmemleak reports # cat $kmemleak_file: $out"
+		return 1
+	fi
+	if [ -n "$out" ]; then
+		echo "not ok 1 no kmemleak reports # $(grep -c '^unreferenced object' <<<"$out") unreferenced objects"
+		printf '%s\n' "$out" | head -n 200 | sed 's/^/# /'
+		return 1
+	fi
+	echo "ok 1 no kmemleak reports"
+}
+
+# Sourced (scripts/test_ktap_summary.py tests the checks above on the host): functions only.
+[ "${BASH_SOURCE[0]}" = "$0" ] || return 0
 
 if [ "${#bdfs[@]}" = 0 ]; then
 	echo "no devices are bound to qemu-vfio-pci" >&2
 	exit 1
 fi
 
+# For the summary: tests/expected-suites names the per-device suites with {bdf}. A suite added here
+# gets its name listed there too.
+echo "# qvp-devices: ${bdfs[*]}"
+kmemleak_clear
+
 kunit_suites
 for bdf in "${bdfs[@]}"; do
 	suite "kselftest:vfio_bochs_test:$bdf" ktap "$repo/tests/selftests/vfio_bochs_test" "$bdf"
 done
-if [ "${#bdfs[@]}" -ge 2 ]; then
-	suite "kselftest:vfio_migration_test:${bdfs[0]}->${bdfs[1]}" ktap \
-		"$repo/tests/selftests/vfio_migration_test" "${bdfs[0]}" "${bdfs[1]}"
-else
-	echo "# qvp-suite: kselftest:vfio_migration_test ktap"
-	echo "1..1"
-	echo "ok 1 vfio_migration_test # SKIP needs two devices, ${#bdfs[@]} bound"
-	echo "# qvp-suite-end: kselftest:vfio_migration_test rc=4"
-fi
+suite kselftest:vfio_migration_test ktap migration_test
 # Stress and hardening (userfaultfd, memcg, fault injection, concurrency): every device; its
 # concurrency tests need four (tests/vm/run --devices 4) and report SKIP with fewer.
 suite "kselftest:vfio_stress_test" ktap "$repo/tests/selftests/vfio_stress_test" "${bdfs[@]:0:4}"
 suite lifecycle ktap lifecycle
+kunit_suites :after-reload
 for bdf in "${bdfs[@]}"; do
 	suite "kselftest:vfio_bochs_test:$bdf:after-reload" ktap "$repo/tests/selftests/vfio_bochs_test" "$bdf"
 done
 suite kernel-log ktap kernel_log
+# Last: every other suite's leaks are in this scan.
+suite kmemleak ktap kmemleak
 exit 0

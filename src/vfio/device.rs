@@ -602,13 +602,16 @@ impl<T: VariantDriver> Device<T> {
     ///
     /// Called by the PCI core for a device bound to this driver (probe succeeded).
     unsafe extern "C" fn reset_done_callback(pdev: *mut kernel::bindings::pci_dev) {
-        // SAFETY: Probe set drvdata to the core device, which is our `Device<T>`.
+        // SAFETY: `pdev` is valid. The PCI core calls `reset_done` for a device bound to this
+        // driver with the device lock held, which probe and remove also hold: drvdata is the core
+        // device probe set (our `Device<T>`), or null before probe set it.
         let core: *mut bindings::vfio_pci_core_device =
             unsafe { kernel::bindings::dev_get_drvdata(&raw mut (*pdev).dev) }.cast();
         if core.is_null() {
             return;
         }
-        // SAFETY: The device stays initialised while the driver is bound.
+        // SAFETY: While the driver is bound and remove has not run (the device lock excludes it),
+        // the vfio device is registered, hence initialised and not released.
         T::reset_done(unsafe { Self::borrow(&raw mut (*core).vdev) });
     }
 }

@@ -768,13 +768,23 @@ TEST_F_TIMEOUT(mig, close_device_mid_stream, 300)
 	}
 	dev_close(b);
 	n = write(dfd, buf, 4096);
-	TH_LOG("write after the device was closed: %s",
-	       n < 0 ? strerror(errno) : "accepted");
+	EXPECT_EQ(-1, n);
+	EXPECT_EQ(ENODEV, errno) {
+		TH_LOG("write after the device was closed: %s",
+		       n < 0 ? strerror(errno) : "accepted");
+	}
 	ret = dev_open(b, dst_bdf, &step);
 	ASSERT_EQ(0, ret) {
 		TH_LOG("reopen: %s: %s", step, strerror(-ret));
 	}
 	expect_state(_metadata, b, VFIO_DEVICE_STATE_RUNNING, "after reopen");
+	/* the old session does not come back with the new open */
+	n = write(dfd, buf, 4096);
+	EXPECT_EQ(-1, n);
+	EXPECT_EQ(ENODEV, errno) {
+		TH_LOG("write after the device was reopened: %s",
+		       n < 0 ? strerror(errno) : "accepted");
+	}
 	close(dfd);
 	expect_works(_metadata, b, 1280);
 	free(buf);

@@ -9,5 +9,6 @@ mod encoder;
 mod malformed;
 mod planner;
 mod roundtrip;
+mod seeds;
 mod segmentation;
 mod util;
