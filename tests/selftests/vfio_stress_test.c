@@ -1090,7 +1090,7 @@ TEST_F_TIMEOUT(memcg, cycles_with_fds_kept_stay_bounded, 300)
 	EXPECT_GE(bound, after.kernel - base.kernel);
 	EXPECT_GE(bound, after.current - base.current);
 	/* what the cgroup does not see must not pile up elsewhere */
-	EXPECT_GT(MEMCG_CYCLES * SZ_256K, drop) {
+	EXPECT_GT((long long)(MEMCG_CYCLES * SZ_256K), drop) {
 		TH_LOG("%u kept fds hold %lld KiB of the machine's memory outside the cgroup's charge",
 		       2 * MEMCG_CYCLES, drop / 1024);
 	}
@@ -1733,7 +1733,7 @@ TEST_F_TIMEOUT(conc, two_migrations_at_once, 600)
 struct resetter {
 	struct qdev *d;
 	volatile bool stop;
-	unsigned long resets, errors;
+	unsigned long resets, errors, pauses;
 	int bad_errno;
 };
 
@@ -1750,7 +1750,9 @@ static void *reset_loop(void *arg)
 		} else {
 			r->resets++;
 		}
-		sleep_ms(rng_next(&rng) % 20);
+		/* mostly every few ms; now and then long enough for a stream */
+		r->pauses++;
+		sleep_ms(r->pauses % 8 ? rng_next(&rng) % 20 : 1500);
 	}
 	return NULL;
 }
