@@ -173,6 +173,9 @@ for bdf in "${bdfs[@]}"; do
 	suite "kselftest:vfio_bochs_test:$bdf" ktap "$repo/tests/selftests/vfio_bochs_test" "$bdf"
 done
 suite kselftest:vfio_migration_test ktap migration_test
+# Stress and hardening (userfaultfd, memcg, fault injection, concurrency): every device; its
+# concurrency tests need four (tests/vm/run --devices 4) and report SKIP with fewer.
+suite "kselftest:vfio_stress_test" ktap "$repo/tests/selftests/vfio_stress_test" "${bdfs[@]:0:4}"
 suite lifecycle ktap lifecycle
 kunit_suites :after-reload
 for bdf in "${bdfs[@]}"; do
