@@ -5,6 +5,7 @@
 #   make demo              boot a QEMU guest with two bochs-display devices bound to the module
 #   make check             every test: host unit tests, kselftests and KUnit in the guest
 #   make bench             migration throughput in the guest (16 MiB and 256 MiB VRAM)
+#   make fuzz              the stream fuzzers: decode for 10 M executions, then roundtrip (scripts/fuzz.sh)
 #   make clippy / rustfmt / clean
 #
 # `make demo` and `make check` install what they need first (scripts/setup.sh) and build the test
@@ -16,7 +17,7 @@ export CONFIG_QEMU_VFIO_PCI ?= m
 
 KBUILD = $(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM)
 
-.PHONY: all modules modules_install clean clippy rustfmt rustfmtcheck demo check setup bench
+.PHONY: all modules modules_install clean clippy rustfmt rustfmtcheck demo check setup bench fuzz
 
 all: modules
 
@@ -28,7 +29,7 @@ modules_install:
 
 clean:
 	$(KBUILD) clean
-	rm -rf tests/host/target
+	rm -rf tests/host/target tests/host/fuzz/target
 
 clippy:
 	$(KBUILD) CLIPPY=1 modules
@@ -50,3 +51,6 @@ check:
 
 bench:
 	scripts/bench.sh
+
+fuzz:
+	scripts/fuzz.sh

@@ -1,13 +1,38 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * C helpers for qemu-vfio-pci: wrappers for static inline functions and macros of the VFIO C API
- * that bindgen cannot bind. Nothing else belongs here.
+ * C helpers for qemu-vfio-pci: wrappers for static inline functions of the kernel C API that
+ * bindgen cannot bind, and the kCFI trampolines of the migration callbacks. Nothing else belongs
+ * here.
  */
 #ifndef QVP_HELPERS_H
 #define QVP_HELPERS_H
 
-struct vfio_device;
+#include <linux/types.h>
+#include <linux/vfio.h>
 
 void qvp_vfio_put_device(struct vfio_device *device);
+
+/* fatal_signal_pending(current). */
+bool qvp_fatal_signal_pending(void);
+
+/* cond_resched(). */
+void qvp_cond_resched(void);
+
+/**
+ * struct qvp_migration_ops - the migration ops of a device, with integer-typed callbacks
+ * @ops: what vfio_device.mig_ops points at: qvp_migration_set_state(),
+ *       qvp_migration_get_state() and the driver's migration_get_data_size()
+ * @set_state: the driver's migration_set_state(), with the state as a u32
+ * @get_state: the driver's migration_get_state(), with the state as a u32
+ */
+struct qvp_migration_ops {
+	struct vfio_migration_ops ops;
+	struct file *(*set_state)(struct vfio_device *vdev, u32 new_state);
+	int (*get_state)(struct vfio_device *vdev, u32 *curr_state);
+};
+
+struct file *qvp_migration_set_state(struct vfio_device *vdev,
+				     enum vfio_device_mig_state new_state);
+int qvp_migration_get_state(struct vfio_device *vdev, enum vfio_device_mig_state *curr_state);
 
 #endif /* QVP_HELPERS_H */

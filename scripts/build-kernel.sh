@@ -68,7 +68,7 @@ while IFS= read -r line; do
 done <"$fragment"
 [ "$bad" = 0 ] || qvp_die "kernel configuration incomplete; fix tests/vm/kernel.config"
 
-qvp_log "building the kernel ($(nproc) jobs; about 10 minutes cold, seconds when cached)"
+qvp_log "building the kernel ($(nproc) jobs; about 13 minutes cold, seconds when cached)"
 start=$(date +%s)
 "${mk[@]}" -j"$(nproc)" >"$out/build.log" 2>&1 || {
 	tail -n 40 "$out/build.log" >&2

@@ -6,6 +6,7 @@
 #   build    the module builds against the test kernel with no warnings, clippy-clean
 #   lint     rustfmt-clean; `unsafe` only in the abstraction layer (src/vfio*)
 #   host     host `cargo test` of the pure-Rust logic (stream format)
+#   fuzz     each stream fuzz target for about 30 s (scripts/fuzz.sh --brief)
 #   guest    in a QEMU guest: KUnit suites, the VFIO kselftest on each bound device, module
 #            unload/reload with devices bound, and a clean kernel log
 #
@@ -80,6 +81,13 @@ if [ -f tests/host/Cargo.toml ]; then
 	if ! grep -q '^test result:' "$res/host-cargo.log"; then
 		result "$res/host.results" fail "cargo test ran" "$(tail -n 40 "$res/host-cargo.log")"
 	fi
+fi
+
+# The stream fuzzers, about 30 s each (scripts/fuzz.sh --brief writes fuzz.results itself).
+echo "[check] fuzzers (scripts/fuzz.sh --brief)" >&2
+"$here/fuzz.sh" --brief >"$res/fuzz.log" 2>&1 || true
+if [ ! -s "$res/fuzz.results" ]; then
+	result "$res/fuzz.results" fail "fuzz:run" "$(tail -n 40 "$res/fuzz.log")"
 fi
 
 echo "[check] building the kselftest" >&2

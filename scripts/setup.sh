@@ -4,7 +4,7 @@
 # Installs and caches everything the build and the tests need, idempotently, saying what it does.
 #
 #   scripts/setup.sh            all of it
-#   scripts/setup.sh STEP...    only some: host qemu sources bindgen vng
+#   scripts/setup.sh STEP...    only some: host qemu sources bindgen vng fuzz
 #
 # Debian 12 packages come from the system's own sources. QEMU 10 comes from bookworm-backports and
 # the Linux 7.3 sources and rust-src from trixie-backports; both go through a private sources list
@@ -155,8 +155,23 @@ step_vng() {
 	"$QVP_PY_VENV/bin/pip" install -q 'virtme-ng==1.42'
 }
 
+# The fuzzers (scripts/fuzz.sh): the AddressSanitizer runtime of the rustc in use (rustup ships it
+# with the standard library), a C++ compiler for libFuzzer (build-essential), and the fuzz crate's
+# dependencies (libfuzzer-sys) from crates.io into cargo's cache.
+step_fuzz() {
+	local lib
+	lib=$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/lib
+	compgen -G "$lib/librustc-*_rt.asan.a" >/dev/null ||
+		qvp_die "no AddressSanitizer runtime in $lib: the fuzzers need a rustup toolchain"
+	command -v g++ >/dev/null || qvp_die "no g++ (build-essential) for libFuzzer"
+	local manifest
+	manifest=$(cd "$here/.." && pwd)/tests/host/fuzz/Cargo.toml
+	cargo fetch -q --manifest-path "$manifest"
+	qvp_log "fuzzers: ASan runtime, g++ and the fuzz crate's dependencies present"
+}
+
 mkdir -p "$QVP_CACHE"
-steps=${*:-host qemu sources bindgen vng}
+steps=${*:-host qemu sources bindgen vng fuzz}
 for s in $steps; do
 	"step_$s"
 done

@@ -28,6 +28,7 @@ use crate::{
         state::{
             MigState,
             FLAG_P2P,
+            FLAG_PRE_COPY,
             FLAG_STOP_COPY, //
         },
         MigDevice,
@@ -36,6 +37,7 @@ use crate::{
     stream::DeviceIdentity,
     vfio::{
         device::{
+            migration_flags,
             Device,
             VariantDriver, //
         },
@@ -58,6 +60,14 @@ static QVP_PCI_IDS: IdTable<2> = IdTable::new([
     DeviceId::terminator(),
 ]);
 
+// The protocol code spells the uAPI's migration flags itself, without kernel types; the driver,
+// which sits above both, checks that they agree with the abstraction layer's.
+const _: () = {
+    assert!(FLAG_STOP_COPY == migration_flags::STOP_COPY);
+    assert!(FLAG_P2P == migration_flags::P2P);
+    assert!(FLAG_PRE_COPY == migration_flags::PRE_COPY);
+};
+
 /// The variant driver.
 pub(crate) struct QemuVfioPci;
 
@@ -77,7 +87,7 @@ impl VariantDriver for QemuVfioPci {
     }
 
     fn open(dev: &QvpDevice) -> Result {
-        dev.data().open();
+        Migration::open(dev)?;
         dev_dbg!(dev.as_dev(), "opened: migration state RUNNING\n");
         Ok(())
     }
@@ -88,7 +98,7 @@ impl VariantDriver for QemuVfioPci {
     }
 
     // The device has no DMA, so peer-to-peer quiescence is trivially real; PRE_COPY comes later.
-    const MIGRATION_FLAGS: u32 = FLAG_STOP_COPY | FLAG_P2P;
+    const MIGRATION_FLAGS: u32 = migration_flags::STOP_COPY | migration_flags::P2P;
 
     fn set_state(dev: &QvpDevice, new: u32) -> Result<Option<ARef<File>>> {
         Migration::<QvpDevice>::set_state(&ARef::from(dev), new)
@@ -117,7 +127,7 @@ impl MigDevice for QvpDevice {
     fn identity(&self) -> Result<DeviceIdentity> {
         Ok(DeviceIdentity {
             kind: DeviceBackend::KIND,
-            mem_size: self.with_io(DeviceBackend::mem_size)?,
+            mem_size: self.with_io(|| Ok(()), DeviceBackend::mem_size)?,
         })
     }
 
@@ -125,24 +135,24 @@ impl MigDevice for QvpDevice {
         DeviceBackend::REGS_LEN
     }
 
-    fn save_regs(&self, out: &mut [u8]) -> Result {
-        self.with_io(|io| DeviceBackend::save_regs(io, out))
+    fn save_regs(&self, valid: impl FnOnce() -> Result, out: &mut [u8]) -> Result {
+        self.with_io(valid, |io| DeviceBackend::save_regs(io, out))
     }
 
     fn check_regs(&self, regs: &[u8]) -> Result {
         DeviceBackend::check_regs(regs)
     }
 
-    fn restore_regs(&self, regs: &[u8]) -> Result {
-        self.with_io(|io| DeviceBackend::restore_regs(io, regs))
+    fn restore_regs(&self, valid: impl FnOnce() -> Result, regs: &[u8]) -> Result {
+        self.with_io(valid, |io| DeviceBackend::restore_regs(io, regs))
     }
 
-    fn read_memory(&self, offset: u64, out: &mut [u8]) -> Result {
-        self.with_io(|io| DeviceBackend::read_memory(io, offset, out))
+    fn read_memory(&self, valid: impl FnOnce() -> Result, offset: u64, out: &mut [u8]) -> Result {
+        self.with_io(valid, |io| DeviceBackend::read_memory(io, offset, out))
     }
 
-    fn write_memory(&self, offset: u64, data: &[u8]) -> Result {
-        self.with_io(|io| DeviceBackend::write_memory(io, offset, data))
+    fn write_memory(&self, valid: impl FnOnce() -> Result, offset: u64, data: &[u8]) -> Result {
+        self.with_io(valid, |io| DeviceBackend::write_memory(io, offset, data))
     }
 
     fn next_step(&self, cur: MigState, new: u32) -> Result<MigState> {

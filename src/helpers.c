@@ -1,11 +1,56 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Out-of-line wrappers for static inline VFIO functions, so that Rust can call them.
+ * C helpers for qemu-vfio-pci: wrappers for static inline functions of the kernel C API, and the
+ * migration callbacks with their exact C prototypes for kCFI.
  */
+#include <linux/build_bug.h>
+#include <linux/container_of.h>
+#include <linux/sched.h>
+#include <linux/sched/signal.h>
 #include <linux/vfio.h>
 #include "qvp_helpers.h"
 
 void qvp_vfio_put_device(struct vfio_device *device)
 {
 	vfio_put_device(device);
+}
+
+bool qvp_fatal_signal_pending(void)
+{
+	return fatal_signal_pending(current);
+}
+
+void qvp_cond_resched(void)
+{
+	cond_resched();
+}
+
+/*
+ * The vfio core calls migration_set_state() and migration_get_state() through pointers whose
+ * prototypes use enum vfio_device_mig_state. kCFI hashes the mangled prototype, which spells the
+ * enum by name, while Rust only knows the enum as a u32: a Rust function in these slots would
+ * carry another hash and fail the check. These two functions have the C prototypes exactly and
+ * forward to the driver's callbacks, whose prototypes use u32 in C and in Rust alike.
+ */
+static_assert(sizeof(enum vfio_device_mig_state) == sizeof(u32));
+
+static const struct qvp_migration_ops *qvp_mig_ops(struct vfio_device *vdev)
+{
+	return container_of(vdev->mig_ops, struct qvp_migration_ops, ops);
+}
+
+struct file *qvp_migration_set_state(struct vfio_device *vdev,
+				     enum vfio_device_mig_state new_state)
+{
+	return qvp_mig_ops(vdev)->set_state(vdev, new_state);
+}
+
+int qvp_migration_get_state(struct vfio_device *vdev, enum vfio_device_mig_state *curr_state)
+{
+	u32 state;
+	int ret = qvp_mig_ops(vdev)->get_state(vdev, &state);
+
+	if (!ret)
+		*curr_state = state;
+	return ret;
 }

@@ -35,9 +35,10 @@ use kernel::{
         atomic::{
             Acquire,
             Atomic,
-            Relaxed,
-            Release, //
+            Full,
+            Relaxed, //
         },
+        barrier::smp_mb,
         lock::{
             mutex::MutexBackend,
             Guard, //
@@ -48,9 +49,12 @@ use kernel::{
     }, //
 };
 
-use crate::stream::{
-    stream_len,
-    DeviceIdentity, //
+use crate::{
+    stream::{
+        stream_len,
+        DeviceIdentity, //
+    },
+    vfio::task,
 };
 
 pub(crate) mod resume;
@@ -121,36 +125,83 @@ impl Drop for Live {
     }
 }
 
-/// What every data file has besides its own mutex: whether it is disabled, and its place in the
-/// live count.
+/// A device's session counter: each open, close and reset starts a new session.
+///
+/// A data file belongs to the session it was created in. Its device accesses check, under the
+/// locks of [`crate::vfio::device::Device::with_io`], that its session is still the current
+/// one: a reset changes the session with `memory_lock` held, a close before the I/O gate closes,
+/// so a transfer that passed its checks before the reset or the close and then waited (in a copy
+/// from or to userspace, which userspace can make last as long as it likes) never reaches the
+/// device of the next session.
+pub(crate) struct Session(Atomic<u64>);
+
+impl Session {
+    fn new() -> Self {
+        Self(Atomic::new(0))
+    }
+
+    /// The current session.
+    pub(crate) fn current(&self) -> u64 {
+        self.0.load(Acquire)
+    }
+
+    /// Ends the current session and starts the next one. Does not wait.
+    fn next(&self) {
+        self.0.fetch_add(1, Full);
+    }
+}
+
+/// What every data file has besides its own mutex: its session, whether it is disabled, and its
+/// place in the live count.
 ///
 /// Leaving the data state, a reset and a close disable a file; reads and writes then fail with
 /// `ENODEV`. The flag is an atomic, not part of the file's mutex-protected state: a reset
 /// disables the file with vfio-pci-core's `memory_lock` held, while a read or write holds the
 /// file's mutex and then takes `memory_lock` to reach the device; taking the mutex to disable
-/// would close that cycle. A transfer in progress sees the flag at its next record.
+/// would close that cycle. A transfer in progress sees the flag at its next record, and every
+/// device access checks it again, with the session, under the device's locks ([`Self::check`]).
+///
+/// The memory a file allocates for its transfers ([`Reclaim`]) is allocated on first use,
+/// charged to the caller's memory cgroup, and given back as soon as the file is disabled, even
+/// if userspace keeps the file open: by `disable` if the file's mutex is free, otherwise by the
+/// transfer holding it, as it unlocks ([`IoGuard`]).
 pub(crate) struct FileState {
     disabled: Atomic<bool>,
+    /// The session the file belongs to.
+    session: u64,
     _live: Live,
 }
 
 impl FileState {
-    /// An enabled file.
-    pub(crate) fn new() -> Self {
+    /// An enabled file of session `session`.
+    pub(crate) fn new(session: u64) -> Self {
         Self {
             disabled: Atomic::new(false),
+            session,
             _live: Live::new(&LIVE_FILES),
         }
     }
 
-    /// Ends the file: later transfers fail with `ENODEV`. Does not wait.
-    pub(crate) fn disable(&self) {
-        self.disabled.store(true, Release);
+    /// Ends the file: later transfers fail with `ENODEV`, and its transfer memory is freed now or
+    /// by the transfer in progress when it unlocks. Does not wait.
+    pub(crate) fn disable<I: Reclaim>(&self, inner: &Mutex<I>) {
+        self.disabled.store(true, Relaxed);
+        // Pairs with the barrier in `IoGuard::drop`: either the lock is seen free here, or the
+        // holder sees the flag after it unlocked.
+        smp_mb(Full);
+        if let Some(mut guard) = inner.try_lock() {
+            guard.reclaim();
+        }
     }
 
-    /// `ENODEV` once the file is disabled.
-    pub(crate) fn check(&self) -> Result {
-        if self.disabled.load(Acquire) {
+    /// Whether the file was disabled.
+    fn is_disabled(&self) -> bool {
+        self.disabled.load(Acquire)
+    }
+
+    /// `ENODEV` once the file is disabled or its session ended.
+    pub(crate) fn check(&self, session: &Session) -> Result {
+        if self.is_disabled() || session.current() != self.session {
             Err(ENODEV)
         } else {
             Ok(())
@@ -158,28 +209,88 @@ impl FileState {
     }
 
     /// The poll mask: `ready` while the file is enabled, an error once it is disabled.
-    pub(crate) fn poll_mask(&self, ready: u32) -> u32 {
-        if self.disabled.load(Acquire) {
+    pub(crate) fn poll_mask(&self, session: &Session, ready: u32) -> u32 {
+        if self.check(session).is_err() {
             crate::vfio::data_file::poll_mask::ERROR
         } else {
             ready
         }
     }
+
+    /// Locks the file's state for a read or a write: with `nonblock` (`O_NONBLOCK`), `EAGAIN`
+    /// instead of waiting for another reader or writer.
+    pub(crate) fn lock<'a, I: Reclaim>(
+        &'a self,
+        inner: &'a Mutex<I>,
+        nonblock: bool,
+    ) -> Result<IoGuard<'a, I>> {
+        let guard = if nonblock {
+            inner.try_lock().ok_or(EAGAIN)?
+        } else {
+            inner.lock()
+        };
+        Ok(IoGuard {
+            state: self,
+            inner,
+            guard: Some(guard),
+        })
+    }
+}
+
+/// A data file's state under its mutex, which holds memory that a disabled file gives back.
+pub(crate) trait Reclaim: Unpin {
+    /// Frees the transfer memory; the file is disabled and never transfers again.
+    fn reclaim(&mut self);
+}
+
+/// A data file's state, locked for a read or a write ([`FileState::lock`]).
+///
+/// On unlock, a file that was disabled meanwhile gives its transfer memory back.
+pub(crate) struct IoGuard<'a, I: Reclaim> {
+    state: &'a FileState,
+    inner: &'a Mutex<I>,
+    guard: Option<Guard<'a, I, MutexBackend>>,
+}
+
+impl<I: Reclaim> IoGuard<'_, I> {
+    /// The locked state.
+    pub(crate) fn get(&mut self) -> Result<&mut I> {
+        // The guard is only taken in `drop`.
+        self.guard.as_deref_mut().ok_or(EINVAL)
+    }
+}
+
+impl<I: Reclaim> Drop for IoGuard<'_, I> {
+    fn drop(&mut self) {
+        if let Some(mut guard) = self.guard.take() {
+            if self.state.is_disabled() {
+                guard.reclaim();
+            }
+        }
+        // Pairs with the barrier in `FileState::disable`: a disable whose `try_lock` found the
+        // mutex still held is seen here.
+        smp_mb(Full);
+        if self.state.is_disabled() {
+            if let Some(mut guard) = self.inner.try_lock() {
+                guard.reclaim();
+            }
+        }
+    }
+}
+
+/// Stops a long transfer: `Some` with what to return once the current task has a fatal signal
+/// pending (`total` bytes moved so far, or `EINTR`). Otherwise yields the CPU if it is due.
+fn stop_for_signal(total: usize) -> Option<Result<usize>> {
+    if task::fatal_signal_pending() {
+        return Some(if total > 0 { Ok(total) } else { Err(EINTR) });
+    }
+    task::cond_resched();
+    None
 }
 
 /// The numbers of live migration states and data files.
 pub(crate) fn live_objects() -> (i32, i32) {
     (LIVE_STATES.load(Relaxed), LIVE_FILES.load(Relaxed))
-}
-
-/// Locks a data file's state for a read or a write: with `nonblock` (`O_NONBLOCK`), `EAGAIN`
-/// instead of waiting for another reader or writer.
-fn lock_for_io<T>(lock: &Mutex<T>, nonblock: bool) -> Result<Guard<'_, T, MutexBackend>> {
-    if nonblock {
-        lock.try_lock().ok_or(EAGAIN)
-    } else {
-        Ok(lock.lock())
-    }
 }
 
 /// Converts a positive errno number from the stream code into an [`Error`].
@@ -199,26 +310,31 @@ pub(crate) trait MigDevice: Send + Sync + Sized + 'static {
     /// The device's migration state.
     fn migration(&self) -> &Migration<Self>;
 
-    /// What a stream of this device carries and what a destination must match.
+    /// What a stream of this device carries and what a destination must match. Read from the
+    /// device once, when it is opened ([`Migration::open`]).
     fn identity(&self) -> Result<DeviceIdentity>;
 
     /// Length of the device's register blob.
     fn regs_len(&self) -> usize;
 
+    // Every access to the device takes `valid`, which it calls right before it touches the
+    // device, under the locks that make its answer true: a data file checks there that its
+    // session is still current (see [`Session`]). If `valid` fails, the device is not touched.
+
     /// Reads the registers into `out` (`regs_len()` bytes).
-    fn save_regs(&self, out: &mut [u8]) -> Result;
+    fn save_regs(&self, valid: impl FnOnce() -> Result, out: &mut [u8]) -> Result;
 
     /// Validates a register blob without touching the device.
     fn check_regs(&self, regs: &[u8]) -> Result;
 
     /// Programs the registers from a validated blob.
-    fn restore_regs(&self, regs: &[u8]) -> Result;
+    fn restore_regs(&self, valid: impl FnOnce() -> Result, regs: &[u8]) -> Result;
 
     /// Reads device memory at `offset`.
-    fn read_memory(&self, offset: u64, out: &mut [u8]) -> Result;
+    fn read_memory(&self, valid: impl FnOnce() -> Result, offset: u64, out: &mut [u8]) -> Result;
 
     /// Writes device memory at `offset`.
-    fn write_memory(&self, offset: u64, data: &[u8]) -> Result;
+    fn write_memory(&self, valid: impl FnOnce() -> Result, offset: u64, data: &[u8]) -> Result;
 
     /// The next single step from `cur` towards `new` (`vfio_mig_get_next_state()`).
     fn next_step(&self, cur: MigState, new: u32) -> Result<MigState>;
@@ -263,6 +379,11 @@ pub(crate) struct Migration<D: MigDevice> {
     /// A reset happened and the state mutex holder must apply it (`deferred_reset`).
     #[pin]
     deferred_reset: SpinLock<bool>,
+    /// The device's identity, read when it was opened; `None` before.
+    #[pin]
+    identity: SpinLock<Option<DeviceIdentity>>,
+    /// The session data files belong to.
+    session: Session,
     _live: Live,
 }
 
@@ -309,6 +430,8 @@ impl<D: MigDevice> Migration<D> {
                 resuming: None,
             }, "qemu_vfio_pci::migration"),
             deferred_reset <- new_spinlock!(false, "qemu_vfio_pci::deferred_reset"),
+            identity <- new_spinlock!(None, "qemu_vfio_pci::identity"),
+            session: Session::new(),
             _live: Live::new(&LIVE_STATES),
         }? Error)
     }
@@ -327,22 +450,44 @@ impl<D: MigDevice> Migration<D> {
         inner.state = MigState::Running;
     }
 
-    /// The device was opened: it starts in RUNNING.
-    pub(crate) fn open(&self) {
+    /// The device was opened: it starts in RUNNING, in a new session. Reads the device's
+    /// identity, so that `MIG_DATA_SIZE` and new data files need no device access.
+    pub(crate) fn open(dev: &D) -> Result {
+        let identity = dev.identity()?;
+        let mig = dev.migration();
+        *mig.identity.lock() = Some(identity);
+        mig.session.next();
+        if let Ok(inner) = mig.lock().inner() {
+            Self::apply_reset(inner);
+        }
+        Ok(())
+    }
+
+    /// The device is being closed: its session ends, data files reach their end, the state
+    /// returns to RUNNING.
+    pub(crate) fn close(&self) {
+        self.session.next();
         if let Ok(inner) = self.lock().inner() {
             Self::apply_reset(inner);
         }
     }
 
-    /// The device is being closed: data files reach their end, the state returns to RUNNING.
-    pub(crate) fn close(&self) {
-        if let Ok(inner) = self.lock().inner() {
-            Self::apply_reset(inner);
-        }
+    /// The device's identity, known from its open.
+    fn identity(&self) -> Result<DeviceIdentity> {
+        (*self.identity.lock()).ok_or(ENODEV)
+    }
+
+    /// The device's session (see [`Session`]).
+    pub(crate) fn session(&self) -> &Session {
+        &self.session
     }
 
     /// The device was reset (`pci_error_handlers.reset_done`); see the module docs.
+    ///
+    /// The session ends at once, so that no transfer of a data file of the old session reaches
+    /// the device from now on; the state machine follows when the state mutex is free.
     pub(crate) fn reset_done(&self) {
+        self.session.next();
         let mut deferred = self.deferred_reset.lock();
         *deferred = true;
         let Some(guard) = self.inner.try_lock() else {
@@ -364,8 +509,9 @@ impl<D: MigDevice> Migration<D> {
     }
 
     /// The exact length of the stream a STOP_COPY would produce now (`migration_get_data_size`).
+    /// Touches no device: QEMU asks while the guest runs.
     pub(crate) fn data_size(dev: &D) -> Result<usize> {
-        let identity = dev.identity()?;
+        let identity = dev.migration().identity()?;
         let regs_len = u32::try_from(dev.regs_len()).map_err(|_| EINVAL)?;
         let len = stream_len(identity, regs_len).map_err(|_| EOVERFLOW)?;
         usize::try_from(len).map_err(|_| EOVERFLOW)
@@ -401,7 +547,7 @@ impl<D: MigDevice> Migration<D> {
             // change its own state: there is nothing to quiesce, stop or start.
             Step::QuiesceP2p | Step::ResumeP2p | Step::Stop | Step::Start => Ok(None),
             Step::BeginStopCopy => {
-                let (saving, file) = SaveFile::create(dev)?;
+                let (saving, file) = SaveFile::create(dev, dev.migration().identity()?)?;
                 // INVARIANT: `saving` is set as the state becomes STOP_COPY.
                 inner.saving = Some(saving);
                 Ok(Some(file))
@@ -413,7 +559,7 @@ impl<D: MigDevice> Migration<D> {
                 Ok(None)
             }
             Step::BeginResume => {
-                let (resuming, file) = ResumeFile::create(dev)?;
+                let (resuming, file) = ResumeFile::create(dev, dev.migration().identity()?)?;
                 // INVARIANT: `resuming` is set as the state becomes RESUMING.
                 inner.resuming = Some(resuming);
                 Ok(Some(file))

@@ -11,11 +11,14 @@
 //! - [`decoder`] consumes a stream in arbitrary pieces, validates each record completely (CRC,
 //!   bounds, order, device identity) and only then hands it to a [`Sink`].
 //! - [`crc`] defines the CRC-32C interface both use, and a portable implementation of it.
+//! - [`coverage`] tracks which pages of the device memory a stream wrote, so that a destination
+//!   accepts the end of a stream only once all of its memory came from the source.
 //!
 //! This module only uses `core`: it does not allocate, has no `unsafe` code and never panics on
 //! any input. All buffers are provided by the caller. It is compiled both into the kernel module
 //! and, unchanged, into the host crate in `tests/host` for unit tests and fuzzing.
 
+pub(crate) mod coverage;
 pub(crate) mod crc;
 pub(crate) mod decoder;
 pub(crate) mod encoder;
@@ -25,6 +28,7 @@ pub(crate) mod format;
 // user needs every name.
 #[allow(unused_imports)]
 pub(crate) use self::{
+    coverage::Coverage,
     crc::Crc32c,
     decoder::{
         DecodeError,

@@ -14,7 +14,11 @@
 //!   override-only ID table), which `kernel::pci::Driver` cannot express;
 //! - [`device`]: a vfio-pci-core device that embeds driver data next to the C
 //!   `struct vfio_pci_core_device`, and the `struct vfio_device_ops` table built on
-//!   `vfio_pci_core_*`, so the device behaves exactly as under plain vfio-pci.
+//!   `vfio_pci_core_*`, so the device behaves exactly as under plain vfio-pci;
+//! - [`data_file`]: the anonymous-inode files of migration data;
+//! - [`crc`]: the kernel's CRC-32C; [`task`]: fatal signals and rescheduling.
+//!
+//! This layer knows nothing of the layers above it (the protocol, the backends, the driver).
 //!
 //! The driver proper implements [`device::VariantDriver`] in safe Rust.
 
@@ -23,3 +27,4 @@ pub(crate) mod crc;
 pub(crate) mod data_file;
 pub(crate) mod device;
 pub(crate) mod pci_driver;
+pub(crate) mod task;

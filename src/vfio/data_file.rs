@@ -29,7 +29,6 @@ use kernel::{
     prelude::*,
     sync::{
         aref::ARef,
-        poll::PollTable,
         Arc,
         ArcBorrow, //
     },
@@ -67,8 +66,8 @@ pub(crate) trait DataFile: Send + Sync + Sized + 'static {
         nonblock: bool,
     ) -> Result<usize>;
 
-    /// `poll(2)`: registers with `table` and returns the current [`poll_mask`].
-    fn poll(this: ArcBorrow<'_, Self>, file: &File, table: PollTable<'_>) -> u32;
+    /// `poll(2)`: returns the current [`poll_mask`].
+    fn poll(this: ArcBorrow<'_, Self>) -> u32;
 
     /// `ioctl(2)` on the data file.
     fn ioctl(_this: ArcBorrow<'_, Self>, _cmd: u32, _arg: usize) -> Result<isize> {
@@ -153,13 +152,18 @@ impl<T: DataFile> FileVTable<T> {
 
     /// Whether the file has `O_NONBLOCK`.
     ///
+    /// `f_flags` is read directly rather than through `kernel::fs::File`: a data file is a stream
+    /// (`FMODE_STREAM`, no `FMODE_ATOMIC_POS`), so `fdget_pos()` never takes its `f_pos_lock` and
+    /// neither the `File` nor the `LocalFile` contract can be promised for it.
+    ///
     /// # Safety
     ///
     /// `file` is a valid file.
     unsafe fn nonblock(file: *mut kernel::bindings::file) -> bool {
-        // SAFETY: The caller guarantees `file` is valid.
-        let file = unsafe { File::from_raw_file(file) };
-        file.flags() & flags::O_NONBLOCK != 0
+        // SAFETY: The caller guarantees `file` is valid. `fcntl(F_SETFL)` may change `f_flags`
+        // concurrently; a racy read yields the old or the new flags, as it does in C.
+        let f_flags = unsafe { core::ptr::read_volatile(&raw const (*file).f_flags) };
+        f_flags & flags::O_NONBLOCK != 0
     }
 
     /// # Safety
@@ -213,17 +217,13 @@ impl<T: DataFile> FileVTable<T> {
     /// Called by the VFS with a valid file of this type and a valid or null poll table.
     unsafe extern "C" fn poll(
         file: *mut kernel::bindings::file,
-        table: *mut kernel::bindings::poll_table_struct,
+        _table: *mut kernel::bindings::poll_table_struct,
     ) -> kernel::bindings::__poll_t {
-        // SAFETY: The VFS calls us with a valid file and poll table (which may be null).
-        let (this, table, fileref) = unsafe {
-            (
-                Self::data(file),
-                PollTable::from_raw(table),
-                File::from_raw_file(file),
-            )
-        };
-        T::poll(this, fileref, table)
+        // SAFETY: The VFS calls us with a valid, open file of this type.
+        let this = unsafe { Self::data(file) };
+        // Nothing to wait for: the answer never changes but to an error, which `poll` reports
+        // at once (see the implementations).
+        T::poll(this)
     }
 
     /// # Safety

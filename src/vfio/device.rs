@@ -41,17 +41,17 @@ use kernel::{
 
 use super::bindings;
 
-// The migration protocol code spells the uAPI's flags itself, without kernel types.
-const _: () = {
-    use crate::migration::state::{
-        FLAG_P2P,
-        FLAG_PRE_COPY,
-        FLAG_STOP_COPY, //
-    };
-    assert!(FLAG_STOP_COPY == bindings::VFIO_MIGRATION_STOP_COPY);
-    assert!(FLAG_P2P == bindings::VFIO_MIGRATION_P2P);
-    assert!(FLAG_PRE_COPY == bindings::VFIO_MIGRATION_PRE_COPY);
-};
+/// The `VFIO_MIGRATION_*` flags of `struct vfio_device.migration_flags`.
+pub(crate) mod migration_flags {
+    use super::bindings;
+
+    /// `VFIO_MIGRATION_STOP_COPY`.
+    pub(crate) const STOP_COPY: u32 = bindings::VFIO_MIGRATION_STOP_COPY;
+    /// `VFIO_MIGRATION_P2P`.
+    pub(crate) const P2P: u32 = bindings::VFIO_MIGRATION_P2P;
+    /// `VFIO_MIGRATION_PRE_COPY`.
+    pub(crate) const PRE_COPY: u32 = bindings::VFIO_MIGRATION_PRE_COPY;
+}
 
 /// A vfio-pci variant driver: what a driver adds to plain vfio-pci.
 pub(crate) trait VariantDriver: Sized + 'static {
@@ -131,7 +131,8 @@ impl DeviceIo<'_> {
         if map.is_null() || unsafe { kernel::bindings::IS_ERR(map.cast_const()) } {
             return Err(ENODEV);
         }
-        // SAFETY: `pdev` is valid while the device is registered; `bar` is in range.
+        // SAFETY: `pdev` is valid for the life of the vfio device (type invariant of `Device`,
+        // which holds a reference on it); `bar` is in range.
         let len = unsafe { kernel::bindings::pci_resource_len((*self.core).pdev, bar as c_int) };
         Ok((map, usize::try_from(len).map_err(|_| EINVAL)?))
     }
@@ -148,8 +149,9 @@ impl DeviceIo<'_> {
         if end > bar_len {
             return Err(EINVAL);
         }
-        // SAFETY: `offset` is within the mapping of `bar_len` bytes.
-        Ok(unsafe { map.byte_add(offset) })
+        // `wrapping_byte_add`, not `byte_add`: the mapping is MMIO, not memory of a Rust
+        // allocation, so only its address is computed here; `end <= bar_len` keeps it inside.
+        Ok(map.wrapping_byte_add(offset))
     }
 
     /// Copies `out.len()` bytes at `offset` of `bar` into `out`.
@@ -192,6 +194,9 @@ impl DeviceIo<'_> {
 ///   covers every moment a `&Device<T>` exists.
 /// - `io.open` is true only between a successful `vfio_pci_core_enable()` and the matching
 ///   `vfio_pci_core_disable()`, so the BAR mappings exist whenever it is true.
+/// - `core.pdev` holds a reference (`pci_dev_get()`) from the end of `init` to `release`, so the
+///   PCI device outlives the vfio device even when a data file keeps the vfio device alive past
+///   the removal of the PCI device.
 #[repr(C)]
 #[pin_data]
 pub(crate) struct Device<T: VariantDriver> {
@@ -220,14 +225,26 @@ impl<T: VariantDriver> Device<T> {
         unsafe { Pin::new_unchecked(&self.data) }
     }
 
-    /// Runs `f` with access to the device's BARs; `ENODEV` if the device is not open.
+    /// Runs `f` with access to the device's BARs, if `valid` agrees; `ENODEV` if the device is
+    /// not open.
     ///
     /// Takes vfio-pci-core's `memory_lock` for writing, so userspace cannot toggle memory decode or
     /// reset the device meanwhile, and turns memory decode on for the duration if userspace left
     /// it off (QEMU does so on a migration destination until it restores the config space).
-    /// Lock order: the driver's own locks, then this gate, then `memory_lock`; `f` must not copy
-    /// from or to userspace.
-    pub(crate) fn with_io<R>(&self, f: impl FnOnce(&DeviceIo<'_>) -> Result<R>) -> Result<R> {
+    ///
+    /// `valid` runs with the gate and `memory_lock` held, right before `f`: its error is returned
+    /// without touching the device. A caller whose right to the device can end concurrently (a
+    /// data file whose session a reset or a close ended) checks it there, under the locks that a
+    /// reset (`memory_lock`) and a close (the gate) take, so that no access that passed the check
+    /// can reach the device after the reset or after `close_device()` returned.
+    ///
+    /// Lock order: the driver's own locks, then this gate, then `memory_lock`; neither closure may
+    /// copy from or to userspace.
+    pub(crate) fn with_io<R>(
+        &self,
+        valid: impl FnOnce() -> Result,
+        f: impl FnOnce(&DeviceIo<'_>) -> Result<R>,
+    ) -> Result<R> {
         let gate = self.io.lock();
         if !gate.open {
             return Err(ENODEV);
@@ -237,35 +254,47 @@ impl<T: VariantDriver> Device<T> {
         let (pdev, lock) = unsafe { ((*core).pdev, &raw mut (*core).memory_lock) };
         // SAFETY: `memory_lock` is an initialised rw_semaphore.
         unsafe { kernel::bindings::down_write(lock) };
+        let result = match valid() {
+            Ok(()) => Self::with_decode(core, pdev, f),
+            Err(e) => Err(e),
+        };
+        // SAFETY: Taken above.
+        unsafe { kernel::bindings::up_write(lock) };
+        drop(gate);
+        result
+    }
+
+    /// Runs `f` with memory decode on, with the gate open and `memory_lock` held for writing.
+    fn with_decode<R>(
+        core: *mut bindings::vfio_pci_core_device,
+        pdev: *mut kernel::bindings::pci_dev,
+        f: impl FnOnce(&DeviceIo<'_>) -> Result<R>,
+    ) -> Result<R> {
         let mut cmd: u16 = 0;
         // CAST: `PCI_COMMAND` is a config space offset (4).
         let reg = kernel::bindings::PCI_COMMAND as c_int;
         // CAST: `PCI_COMMAND_MEMORY` is a 16-bit register bit.
         let memory = kernel::bindings::PCI_COMMAND_MEMORY as u16;
-        // SAFETY: `pdev` is valid while the device is registered.
+        // SAFETY: `pdev` is valid for the life of the vfio device (type invariant of `Device`).
         let ret = unsafe { kernel::bindings::pci_read_config_word(pdev, reg, &mut cmd) };
-        let enable = ret == 0 && cmd & memory == 0;
+        if ret != 0 {
+            return Err(EIO);
+        }
+        let enable = cmd & memory == 0;
         if enable {
             // SAFETY: As above; `memory_lock` is held, so vfio-pci-core does not race us.
             unsafe { kernel::bindings::pci_write_config_word(pdev, reg, cmd | memory) };
         }
-        let result = if ret == 0 {
-            // INVARIANT: The device is open (`gate.open`), `memory_lock` is held for writing and
-            // memory decode is on until the restore below.
-            f(&DeviceIo {
-                core,
-                _p: PhantomData,
-            })
-        } else {
-            Err(EIO)
-        };
+        // INVARIANT: The caller holds the open gate and `memory_lock` for writing; memory decode
+        // is on until the restore below.
+        let result = f(&DeviceIo {
+            core,
+            _p: PhantomData,
+        });
         if enable {
             // SAFETY: Restores the command register userspace had.
             unsafe { kernel::bindings::pci_write_config_word(pdev, reg, cmd) };
         }
-        // SAFETY: Taken above.
-        unsafe { kernel::bindings::up_write(lock) };
-        drop(gate);
         result
     }
 
@@ -283,14 +312,20 @@ impl<T: VariantDriver> Device<T> {
 
     /// The PCI device's generic device, for logging.
     pub(crate) fn as_dev(&self) -> &device::Device {
-        // SAFETY: `core` is initialised (type invariant); its `pdev` is valid while the vfio device
-        // is registered, which outlives every `&Device<T>`.
+        // SAFETY: `core` is initialised (type invariant) and its `pdev` stays valid for as long as
+        // the vfio device exists, because `init` took a reference on it that only `release` drops
+        // (type invariant); a `&Device<T>` cannot outlive the vfio device.
         unsafe { device::Device::from_raw(&raw mut (*(*self.core.get()).pdev).dev) }
     }
 
     /// The `struct vfio_device_ops` of this driver.
     pub(super) fn ops() -> &'static bindings::vfio_device_ops {
+        // `_vfio_alloc_device()` allocates `size_of::<Self>()` bytes with `kvzalloc()` and uses
+        // them as a `struct vfio_pci_core_device`: it must sit at offset 0, and the whole struct
+        // must need no more alignment than `kvzalloc()` guarantees (`ARCH_KMALLOC_MINALIGN`;
+        // vmalloc memory is page aligned).
         const { assert!(core::mem::offset_of!(Self, core) == 0) };
+        const { assert!(core::mem::align_of::<Self>() <= kernel::bindings::ARCH_KMALLOC_MINALIGN) };
         &Self::OPS
     }
 
@@ -356,12 +391,17 @@ impl<T: VariantDriver> Device<T> {
             return ret;
         }
         let this = Self::from_vfio(vdev);
+        // SAFETY: `vfio_pci_core_init_dev()` set `pdev` to the device being probed, which is
+        // valid; the reference is dropped in `release_callback` (or below, on failure).
+        //
+        // INVARIANT: `pdev` is referenced from here to `release`.
+        let pdev = unsafe { kernel::bindings::pci_dev_get((*Self::core_from_vfio(vdev)).pdev) };
         if T::MIGRATION_FLAGS != 0 {
             // SAFETY: `vdev` is initialised and not registered yet, which is when vfio requires
             // the migration ops to be set; the ops table is `'static`.
             unsafe {
                 (*vdev).migration_flags = T::MIGRATION_FLAGS;
-                (*vdev).mig_ops = &Self::MIG_OPS;
+                (*vdev).mig_ops = &raw const Self::mig_ops().ops;
             }
         }
         // SAFETY: `io` is not initialised yet and the allocation is pinned. A mutex initialiser
@@ -377,8 +417,12 @@ impl<T: VariantDriver> Device<T> {
         match unsafe { T::init_data().__init(&raw mut (*this).data) } {
             Ok(()) => 0,
             Err(e) => {
-                // SAFETY: Undoes the successful `vfio_pci_core_init_dev()` above.
-                unsafe { bindings::vfio_pci_core_release_dev(vdev) };
+                // SAFETY: Undoes the successful `vfio_pci_core_init_dev()` and `pci_dev_get()`
+                // above.
+                unsafe {
+                    bindings::vfio_pci_core_release_dev(vdev);
+                    kernel::bindings::pci_dev_put(pdev);
+                }
                 e.to_errno()
             }
         }
@@ -396,8 +440,14 @@ impl<T: VariantDriver> Device<T> {
             core::ptr::drop_in_place(&raw mut (*this).data);
             core::ptr::drop_in_place(&raw mut (*this).io);
         }
-        // SAFETY: Pairs with `vfio_pci_core_init_dev()` in `init`.
-        unsafe { bindings::vfio_pci_core_release_dev(vdev) };
+        // SAFETY: The device is initialised; `pdev` is the one `init` took a reference on.
+        let pdev = unsafe { (*Self::core_from_vfio(vdev)).pdev };
+        // SAFETY: Pairs with `vfio_pci_core_init_dev()` and `pci_dev_get()` in `init`; nothing
+        // uses the PCI device through this vfio device any more.
+        unsafe {
+            bindings::vfio_pci_core_release_dev(vdev);
+            kernel::bindings::pci_dev_put(pdev);
+        }
     }
 
     /// `vfio_device_ops.open_device`.
@@ -447,11 +497,25 @@ impl<T: VariantDriver> Device<T> {
 
 /// Migration callbacks (`struct vfio_migration_ops`) and the PCI reset hook.
 impl<T: VariantDriver> Device<T> {
-    const MIG_OPS: bindings::vfio_migration_ops = bindings::vfio_migration_ops {
-        migration_set_state: Some(Self::set_state_callback),
-        migration_get_state: Some(Self::get_state_callback),
-        migration_get_data_size: Some(Self::data_size_callback),
+    /// The migration ops. `vfio_device.mig_ops` points at `ops` inside it: the C trampolines
+    /// `qvp_migration_set_state()` and `qvp_migration_get_state()` (`src/helpers.c`) have the
+    /// enum-typed C prototypes that kCFI checks the vfio core's calls against, and forward to
+    /// `set_state` and `get_state` of the same struct, whose prototypes are integer-typed in C and
+    /// in Rust alike. `migration_get_data_size` has no enum and is called directly.
+    const MIG_OPS: bindings::qvp_migration_ops = bindings::qvp_migration_ops {
+        ops: bindings::vfio_migration_ops {
+            migration_set_state: Some(bindings::qvp_migration_set_state),
+            migration_get_state: Some(bindings::qvp_migration_get_state),
+            migration_get_data_size: Some(Self::data_size_callback),
+        },
+        set_state: Some(Self::set_state_callback),
+        get_state: Some(Self::get_state_callback),
     };
+
+    /// [`Self::MIG_OPS`] as one `'static` object (the trampolines find it from its `ops` field).
+    fn mig_ops() -> &'static bindings::qvp_migration_ops {
+        &Self::MIG_OPS
+    }
 
     const ERR_HANDLERS: kernel::bindings::pci_error_handlers =
         kernel::bindings::pci_error_handlers {
@@ -465,16 +529,17 @@ impl<T: VariantDriver> Device<T> {
         &Self::ERR_HANDLERS
     }
 
-    /// `vfio_migration_ops.migration_set_state`.
+    /// `vfio_migration_ops.migration_set_state`, through `qvp_migration_set_state()`.
     ///
     /// # Safety
     ///
-    /// Called by the vfio core for an open device of this driver.
+    /// Called by the vfio core (`VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE` on the device fd) for an
+    /// open device of this driver.
     unsafe extern "C" fn set_state_callback(
         vdev: *mut bindings::vfio_device,
-        new_state: bindings::vfio_device_mig_state,
+        new_state: u32,
     ) -> *mut kernel::bindings::file {
-        // SAFETY: The device is open, hence initialised.
+        // SAFETY: The device is open, hence initialised and not released.
         let this = unsafe { Self::borrow(vdev) };
         match T::set_state(this, new_state) {
             // The reference moves to the vfio core, which installs it in a file descriptor.
@@ -484,16 +549,19 @@ impl<T: VariantDriver> Device<T> {
         }
     }
 
-    /// `vfio_migration_ops.migration_get_state`.
+    /// `vfio_migration_ops.migration_get_state`, through `qvp_migration_get_state()`.
     ///
     /// # Safety
     ///
-    /// Called by the vfio core for an open device of this driver with a valid `state`.
+    /// Called with a valid `state` for a registered device of this driver, open or not: by the
+    /// vfio core on the open device's fd, and by the vfio debugfs file `migration/state`, which
+    /// exists from registration until unregistration.
     unsafe extern "C" fn get_state_callback(
         vdev: *mut bindings::vfio_device,
-        state: *mut bindings::vfio_device_mig_state,
+        state: *mut u32,
     ) -> c_int {
-        // SAFETY: The device is open, hence initialised.
+        // SAFETY: A registered device is initialised and not released: `release` runs only after
+        // `vfio_unregister_group_dev()` removed its debugfs files and its last user closed it.
         let this = unsafe { Self::borrow(vdev) };
         match T::get_state(this) {
             Ok(s) => {
@@ -509,12 +577,13 @@ impl<T: VariantDriver> Device<T> {
     ///
     /// # Safety
     ///
-    /// Called by the vfio core for an open device of this driver with a valid `size`.
+    /// Called by the vfio core (`VFIO_DEVICE_FEATURE_MIG_DATA_SIZE` on the device fd) for an
+    /// open device of this driver with a valid `size`.
     unsafe extern "C" fn data_size_callback(
         vdev: *mut bindings::vfio_device,
         size: *mut c_ulong,
     ) -> c_int {
-        // SAFETY: The device is open, hence initialised.
+        // SAFETY: The device is open, hence initialised and not released.
         let this = unsafe { Self::borrow(vdev) };
         match T::data_size(this) {
             Ok(n) => {
@@ -533,13 +602,16 @@ impl<T: VariantDriver> Device<T> {
     ///
     /// Called by the PCI core for a device bound to this driver (probe succeeded).
     unsafe extern "C" fn reset_done_callback(pdev: *mut kernel::bindings::pci_dev) {
-        // SAFETY: Probe set drvdata to the core device, which is our `Device<T>`.
+        // SAFETY: `pdev` is valid. The PCI core calls `reset_done` for a device bound to this
+        // driver with the device lock held, which probe and remove also hold: drvdata is the core
+        // device probe set (our `Device<T>`), or null before probe set it.
         let core: *mut bindings::vfio_pci_core_device =
             unsafe { kernel::bindings::dev_get_drvdata(&raw mut (*pdev).dev) }.cast();
         if core.is_null() {
             return;
         }
-        // SAFETY: The device stays initialised while the driver is bound.
+        // SAFETY: While the driver is bound and remove has not run (the device lock excludes it),
+        // the vfio device is registered, hence initialised and not released.
         T::reset_done(unsafe { Self::borrow(&raw mut (*core).vdev) });
     }
 }

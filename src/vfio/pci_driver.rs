@@ -204,7 +204,8 @@ impl<T: VariantDriver> Registration<T> {
             unsafe { bindings::dev_get_drvdata(&raw mut (*pdev).dev) }.cast();
         // SAFETY: `core` is registered (probe succeeded); this waits for all users to close it.
         unsafe { bindings::vfio_pci_core_unregister_device(core) };
-        // SAFETY: Drops the reference taken at probe; `release` then runs and frees the device.
+        // SAFETY: Drops the reference taken at probe. `release` runs, and frees the device, once
+        // the last reference is gone: now, or when the last data file holding one is closed.
         unsafe { bindings::qvp_vfio_put_device(&raw mut (*core).vdev) };
     }
 }

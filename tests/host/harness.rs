@@ -44,7 +44,7 @@ pub struct Outcome {
     pub error: Option<&'static str>,
     /// The errno hint of the error, or 0.
     pub errno: i32,
-    /// FNV-1a hash over every sink call and its arguments, in order.
+    /// Hash over every sink call and its arguments, in order.
     pub trace: u64,
     /// Number of sink calls.
     pub calls: u32,
@@ -92,16 +92,27 @@ struct CheckingSink<'a> {
     fail_at: Option<u32>,
     /// Number of calls.
     calls: u32,
-    /// FNV-1a state.
+    /// Hash state.
     trace: u64,
 }
 
 impl CheckingSink<'_> {
-    /// Mixes `bytes` into the trace.
+    /// Mixes `bytes` and their number into the trace, FNV-1a style but eight bytes at a time
+    /// (whole device memory goes through here: per byte, it would cost more than decoding).
     fn mix(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.trace ^= u64::from(b);
+        let mut step = |v: u64| {
+            self.trace ^= v;
             self.trace = self.trace.wrapping_mul(0x0000_0100_0000_01B3);
+        };
+        step(bytes.len() as u64);
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            step(u64::from_le_bytes([
+                w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7],
+            ]));
+        }
+        for &b in words.remainder() {
+            step(u64::from(b));
         }
     }
 
@@ -178,10 +189,112 @@ pub struct DecodeParams<'p> {
     pub fail_at: Option<u32>,
 }
 
-/// Decodes `stream` for a device with `mem.len()` bytes of memory into `mem` and `regs`.
+/// A decoder with the checking sink, fed piece by piece by the caller: what [`decode`] does for
+/// callers that cut the stream themselves.
 ///
 /// Panics if the decoder breaks a promise: a sink call out of order or out of range, a call
 /// after an error, an error that is not sticky, or a success without `end()`.
+pub struct CheckedDecoder<'a> {
+    /// The decoder under test.
+    decoder: Decoder,
+    /// Where the decoded state goes.
+    sink: CheckingSink<'a>,
+    /// The first error a piece returned.
+    first_error: Option<DecodeError>,
+}
+
+impl<'a> CheckedDecoder<'a> {
+    /// Creates a decoder for a device of wire kind `kind` (1 or 2; anything else means 1) with
+    /// `mem.len()` bytes of memory, which decodes into `mem` and `regs` and makes the sink call
+    /// `fail_at` (0-based) fail, if given.
+    pub fn new(
+        kind: u32,
+        mem: &'a mut [u8],
+        regs: &'a mut [u8; MAX_REGS_LEN],
+        fail_at: Option<u32>,
+    ) -> Self {
+        let kind = DeviceKind::from_raw(kind).unwrap_or(DeviceKind::BochsDisplay);
+        let identity = DeviceIdentity {
+            kind,
+            mem_size: mem.len() as u64,
+        };
+        Self {
+            decoder: Decoder::new(identity),
+            sink: CheckingSink {
+                mem,
+                regs,
+                header: None,
+                regs_seen: false,
+                ended: false,
+                failed: false,
+                fail_at,
+                calls: 0,
+                trace: 0xCBF2_9CE4_8422_2325,
+            },
+            first_error: None,
+        }
+    }
+
+    /// Feeds the next `piece` of the stream, through `feed()` or, with `in_place`, through
+    /// `buffer()` and `commit()` as the driver's resume file does. `scratch` is the same buffer
+    /// of [`SCRATCH_LEN`] bytes every time.
+    pub fn feed(&mut self, piece: &[u8], scratch: &mut [u8], in_place: bool) {
+        let crc = SoftCrc32c;
+        let calls = self.sink.calls;
+        let result = if in_place {
+            feed_in_place(&mut self.decoder, piece, scratch, &crc, &mut self.sink)
+        } else {
+            self.decoder
+                .feed(piece, scratch, &crc, &mut self.sink)
+                .map(|n| assert_eq!(n, piece.len()))
+        };
+        if let Some(e) = self.first_error {
+            assert_eq!(result, Err(e), "error not sticky");
+            assert_eq!(self.sink.calls, calls, "sink called after an error");
+        } else if let Err(e) = result {
+            self.first_error = Some(e);
+        }
+    }
+
+    /// Ends the stream: checks what `finish()` says against what happened and returns the
+    /// outcome.
+    pub fn finish(self) -> Outcome {
+        let Self {
+            decoder,
+            sink,
+            first_error,
+        } = self;
+        let result = decoder.finish();
+        if let Some(e) = first_error {
+            assert_eq!(result, Err(e), "finish() forgot the error");
+        }
+        // `end()` means that the END record was valid; bytes after it still fail the stream.
+        match result {
+            Ok(()) => assert!(sink.ended, "success without end()"),
+            Err(DecodeError::TrailingData) => {}
+            Err(_) => assert!(!sink.ended, "end() on a failed stream"),
+        }
+        if let Err(DecodeError::Sink(_)) = result {
+            assert!(sink.failed);
+        }
+        let error = result.err();
+        Outcome {
+            error: error.map(name),
+            errno: error.map_or(0, |e| {
+                let errno = e.errno_hint();
+                assert!(errno > 0);
+                errno
+            }),
+            trace: sink.trace,
+            calls: sink.calls,
+        }
+    }
+}
+
+/// Decodes `stream` for a device with `mem.len()` bytes of memory into `mem` and `regs`, in the
+/// pieces `params` gives.
+///
+/// Panics if the decoder breaks a promise (see [`CheckedDecoder`]).
 pub fn decode(
     stream: &[u8],
     params: DecodeParams<'_>,
@@ -189,28 +302,9 @@ pub fn decode(
     mem: &mut [u8],
     regs: &mut [u8; MAX_REGS_LEN],
 ) -> Outcome {
-    let kind = DeviceKind::from_raw(params.kind).unwrap_or(DeviceKind::BochsDisplay);
-    let identity = DeviceIdentity {
-        kind,
-        mem_size: mem.len() as u64,
-    };
-    let mut decoder = Decoder::new(identity);
-    let mut sink = CheckingSink {
-        mem,
-        regs,
-        header: None,
-        regs_seen: false,
-        ended: false,
-        failed: false,
-        fail_at: params.fail_at,
-        calls: 0,
-        trace: 0xCBF2_9CE4_8422_2325,
-    };
-    let crc = SoftCrc32c;
-
+    let mut decoder = CheckedDecoder::new(params.kind, mem, regs, params.fail_at);
     let mut rest = stream;
     let mut i = 0;
-    let mut first_error = None;
     while !rest.is_empty() {
         let size = match params.pieces.get(i % params.pieces.len().max(1)) {
             None => rest.len(),
@@ -220,46 +314,9 @@ pub fn decode(
         i += 1;
         let (piece, later) = rest.split_at(size.min(rest.len()));
         rest = later;
-        let calls = sink.calls;
-        let result = if params.in_place {
-            feed_in_place(&mut decoder, piece, scratch, &crc, &mut sink)
-        } else {
-            decoder
-                .feed(piece, scratch, &crc, &mut sink)
-                .map(|n| assert_eq!(n, piece.len()))
-        };
-        if let Some(e) = first_error {
-            assert_eq!(result, Err(e), "error not sticky");
-            assert_eq!(sink.calls, calls, "sink called after an error");
-        } else if let Err(e) = result {
-            first_error = Some(e);
-        }
+        decoder.feed(piece, scratch, params.in_place);
     }
-
-    let result = decoder.finish();
-    if let Some(e) = first_error {
-        assert_eq!(result, Err(e), "finish() forgot the error");
-    }
-    // `end()` means that the END record was valid; bytes after it still fail the stream.
-    match result {
-        Ok(()) => assert!(sink.ended, "success without end()"),
-        Err(DecodeError::TrailingData) => {}
-        Err(_) => assert!(!sink.ended, "end() on a failed stream"),
-    }
-    if let Err(DecodeError::Sink(_)) = result {
-        assert!(sink.failed);
-    }
-    let error = result.err();
-    Outcome {
-        error: error.map(name),
-        errno: error.map_or(0, |e| {
-            let errno = e.errno_hint();
-            assert!(errno > 0);
-            errno
-        }),
-        trace: sink.trace,
-        calls: sink.calls,
-    }
+    decoder.finish()
 }
 
 /// Feeds `input` to `decoder` through `buffer()` and `commit()`.
@@ -306,27 +363,77 @@ impl Source for SliceSource<'_> {
     }
 }
 
+/// Writes the stop-copy stream of a device one record at a time into a staging buffer, as the
+/// driver's save file does (`src/migration/save.rs`), with the crate's [`Encoder`].
+pub struct RecordEncoder<'a> {
+    /// The encoder under test.
+    encoder: Encoder,
+    /// Where the device state comes from.
+    source: SliceSource<'a>,
+    /// What `stream_len()` says the stream's length is.
+    stream_len: u64,
+    /// Bytes written so far.
+    written: u64,
+}
+
+impl<'a> RecordEncoder<'a> {
+    /// Creates an encoder for a device of wire kind `kind` (1 or 2; anything else means 1) with
+    /// memory `mem` and register blob `regs`, or returns `None` if `regs` is too long.
+    pub fn new(kind: u32, mem: &'a [u8], regs: &'a [u8]) -> Option<Self> {
+        let identity = DeviceIdentity {
+            kind: DeviceKind::from_raw(kind).unwrap_or(DeviceKind::BochsDisplay),
+            mem_size: mem.len() as u64,
+        };
+        let regs_len = u32::try_from(regs.len()).ok()?;
+        let stream_len = crate::stream::stream_len(identity, regs_len).ok()?;
+        Some(Self {
+            encoder: Encoder::new(identity, regs_len),
+            source: SliceSource { mem, regs },
+            stream_len,
+            written: 0,
+        })
+    }
+
+    /// Returns the length of the whole stream, as `stream_len()` computes it.
+    pub fn stream_len(&self) -> u64 {
+        self.stream_len
+    }
+
+    /// Writes the next record into the start of `out` and returns its length, or `Ok(None)`
+    /// after the END record, or the errno of the encoder's error. A buffer of [`SCRATCH_LEN`]
+    /// bytes holds any record.
+    ///
+    /// Panics if the encoder writes more than `stream_len()` bytes, or stops short of it.
+    pub fn next_record(&mut self, out: &mut [u8]) -> Result<Option<usize>, i32> {
+        match self
+            .encoder
+            .next_record(&mut self.source, &SoftCrc32c, out)
+            .map_err(|e| e.errno_hint())?
+        {
+            Some(n) => {
+                self.written += n as u64;
+                assert!(self.written <= self.stream_len, "stream_len() is short");
+                Ok(Some(n))
+            }
+            None => {
+                assert!(self.encoder.is_done());
+                assert_eq!(self.written, self.stream_len, "stream_len() is wrong");
+                Ok(None)
+            }
+        }
+    }
+}
+
 /// Encodes the stop-copy stream of a device of `kind` with memory `mem` and register blob `regs`
 /// into `out` and returns its length, or `None` if `out` is too short or `regs` too long.
 ///
 /// Panics if the length differs from `stream_len()`.
 pub fn encode(kind: u32, mem: &[u8], regs: &[u8], out: &mut [u8]) -> Option<usize> {
-    let identity = DeviceIdentity {
-        kind: DeviceKind::from_raw(kind).unwrap_or(DeviceKind::BochsDisplay),
-        mem_size: mem.len() as u64,
-    };
-    let regs_len = u32::try_from(regs.len()).ok()?;
-    let expected = crate::stream::stream_len(identity, regs_len).ok()?;
-    let mut encoder = Encoder::new(identity, regs_len);
-    let mut source = SliceSource { mem, regs };
+    let mut encoder = RecordEncoder::new(kind, mem, regs)?;
     let mut len = 0usize;
-    while let Some(n) = encoder
-        .next_record(&mut source, &SoftCrc32c, out.get_mut(len..)?)
-        .ok()?
-    {
+    while let Some(n) = encoder.next_record(out.get_mut(len..)?).ok()? {
         len += n;
     }
-    assert_eq!(len as u64, expected, "stream_len() is wrong");
     Some(len)
 }
 

@@ -6,11 +6,12 @@
 //! The files are the ones the kernel module compiles, included unchanged, with the same module
 //! tree below the crate root (`crate::stream::...`). The kernel module only makes `pub(crate)`
 //! items, so the crate's own unit tests (`unit/`) test them, and [`harness`] gives the fuzzer
-//! in `fuzz/` a small `pub` interface.
+//! in `fuzz/` a small `pub` interface, and [`seeds`] its seed inputs.
 
 #![no_std]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
@@ -48,6 +49,7 @@ mod src {
 use src::stream;
 
 pub mod harness;
+pub mod seeds;
 
 #[cfg(test)]
 #[path = "unit/mod.rs"]

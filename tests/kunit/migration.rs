@@ -22,8 +22,10 @@ mod tests {
         sync::{
             aref::ARef,
             Arc,
+            Completion,
             Mutex, //
         },
+        workqueue,
     };
 
     use crate::{
@@ -76,11 +78,15 @@ mod tests {
     struct FakeHw {
         regs: [u8; REGS_LEN],
         mem: KVVec<u8>,
-        /// `identity()` fails with `EIO` (it is called when a data file is opened).
-        fail_identity: bool,
-        /// `identity()` resets the device first, as a concurrent `VFIO_DEVICE_RESET` would while
+        /// `next_step()` resets the device first, as a concurrent `VFIO_DEVICE_RESET` would while
         /// a transition holds the state mutex. Cleared when it happens.
-        reset_in_identity: bool,
+        reset_in_step: bool,
+        /// A step into this state fails with `EIO` (`next_step()` refuses it).
+        fail_to: Option<MigState>,
+        /// What happens to the device right before a memory access checks its `valid`, that is
+        /// after the data file checked its state: a reset, a close or a state change racing the
+        /// transfer. Taken when it happens.
+        on_access: Option<Event>,
         /// How many times registers were programmed.
         restores: usize,
         /// A saving file to read with `nonblock` from inside `read_memory`, that is while a read
@@ -90,6 +96,10 @@ mod tests {
         probe_resume: Option<Arc<ResumeFile<Fake>>>,
         /// What the probe read or write returned.
         probe_result: Option<Result<usize>>,
+        /// The fake itself, for `Event::Stop` (a cycle that `FakeDev::drop` breaks).
+        me: Option<Arc<Fake>>,
+        /// How many times `identity()` read the device.
+        identities: usize,
     }
 
     #[pin_data]
@@ -122,16 +132,8 @@ mod tests {
 
         fn identity(&self) -> Result<DeviceIdentity> {
             let mut hw = self.hw.lock();
-            let reset = core::mem::take(&mut hw.reset_in_identity);
-            let fail = hw.fail_identity;
+            hw.identities += 1;
             let mem_size = u64::try_from(hw.mem.len())?;
-            drop(hw);
-            if reset {
-                self.mig.reset_done();
-            }
-            if fail {
-                return Err(EIO);
-            }
             Ok(DeviceIdentity {
                 kind: DeviceKind::BochsDisplay,
                 mem_size,
@@ -142,7 +144,8 @@ mod tests {
             REGS_LEN
         }
 
-        fn save_regs(&self, out: &mut [u8]) -> Result {
+        fn save_regs(&self, valid: impl FnOnce() -> Result, out: &mut [u8]) -> Result {
+            valid()?;
             let hw = self.hw.lock();
             if out.len() != REGS_LEN {
                 return Err(EINVAL);
@@ -158,7 +161,8 @@ mod tests {
             }
         }
 
-        fn restore_regs(&self, regs: &[u8]) -> Result {
+        fn restore_regs(&self, valid: impl FnOnce() -> Result, regs: &[u8]) -> Result {
+            valid()?;
             self.check_regs(regs)?;
             let mut hw = self.hw.lock();
             hw.regs.copy_from_slice(regs);
@@ -166,7 +170,14 @@ mod tests {
             Ok(())
         }
 
-        fn read_memory(&self, offset: u64, out: &mut [u8]) -> Result {
+        fn read_memory(
+            &self,
+            valid: impl FnOnce() -> Result,
+            offset: u64,
+            out: &mut [u8],
+        ) -> Result {
+            self.run_on_access()?;
+            valid()?;
             let probe = {
                 let mut hw = self.hw.lock();
                 let range = mem_range(hw.mem.len(), offset, out.len())?;
@@ -187,7 +198,9 @@ mod tests {
             Ok(())
         }
 
-        fn write_memory(&self, offset: u64, data: &[u8]) -> Result {
+        fn write_memory(&self, valid: impl FnOnce() -> Result, offset: u64, data: &[u8]) -> Result {
+            self.run_on_access()?;
+            valid()?;
             let probe = {
                 let mut hw = self.hw.lock();
                 let range = mem_range(hw.mem.len(), offset, data.len())?;
@@ -202,7 +215,74 @@ mod tests {
         }
 
         fn next_step(&self, cur: MigState, new: u32) -> Result<MigState> {
-            next_step(FLAGS, cur, new).ok_or(EINVAL)
+            let (reset, fail_to) = {
+                let mut hw = self.hw.lock();
+                (core::mem::take(&mut hw.reset_in_step), hw.fail_to)
+            };
+            if reset {
+                self.mig.reset_done();
+            }
+            let next = next_step(FLAGS, cur, new).ok_or(EINVAL)?;
+            if fail_to == Some(next) {
+                return Err(EIO);
+            }
+            Ok(next)
+        }
+    }
+
+    impl Fake {
+        /// Runs the `on_access` event, if one is set.
+        fn run_on_access(&self) -> Result {
+            let event = self.hw.lock().on_access.take();
+            match event {
+                Some(event) => self.happen_elsewhere(event),
+                None => Ok(()),
+            }
+        }
+
+        /// Makes `event` happen in another thread (the system workqueue) and waits for it, as a
+        /// close, a reset or a state change by another thread does while this one is in the
+        /// middle of a transfer, holding the data file's mutex: the other thread does not hold
+        /// it, so lockdep sees the locks of each thread as they really are.
+        fn happen_elsewhere(&self, event: Event) -> Result {
+            let me = self.arc()?;
+            let done = Arc::pin_init(Completion::new(), GFP_KERNEL)?;
+            let result = Arc::pin_init(
+                new_mutex!(Err(EINPROGRESS), "qemu_vfio_pci::kunit_event"),
+                GFP_KERNEL,
+            )?;
+            let (d, r) = (done.clone(), result.clone());
+            workqueue::system().try_spawn(GFP_KERNEL, move || {
+                *r.lock() = me.happen(event);
+                d.complete_all();
+            })?;
+            done.wait_for_completion();
+            let outcome = *result.lock();
+            outcome
+        }
+
+        /// Makes `event` happen to the device, from outside the data file.
+        fn happen(&self, event: Event) -> Result {
+            match event {
+                Event::Reset => self.mig.reset_done(),
+                Event::Close => self.mig.close(),
+                Event::Open => Migration::open(self)?,
+                Event::Reopen => {
+                    self.mig.close();
+                    Migration::open(self)?;
+                    // The next user fills the memory.
+                    self.hw.lock().mem.fill(NEXT_USER);
+                }
+                Event::Stop => {
+                    Migration::<Fake>::set_state(&self.arc()?, MigState::Stop.raw())?;
+                }
+            }
+            Ok(())
+        }
+
+        /// A reference to this fake (the state machine takes one).
+        fn arc(&self) -> Result<Arc<Fake>> {
+            self.hw.lock().me.clone().ok_or(EINVAL)
         }
     }
 
@@ -223,7 +303,7 @@ mod tests {
             self.0.mig.close();
             let probes = {
                 let mut hw = self.0.hw.lock();
-                (hw.probe_save.take(), hw.probe_resume.take())
+                (hw.probe_save.take(), hw.probe_resume.take(), hw.me.take())
             };
             drop(probes);
         }
@@ -255,16 +335,22 @@ mod tests {
                 hw <- new_mutex!(FakeHw {
                     regs,
                     mem,
-                    fail_identity: false,
-                    reset_in_identity: false,
+                    reset_in_step: false,
+                    fail_to: None,
+                    on_access: None,
                     restores: 0,
                     probe_save: None,
                     probe_resume: None,
                     probe_result: None,
+                    me: None,
+                    identities: 0,
                 }, "qemu_vfio_pci::kunit_fake"),
             }? Error),
             GFP_KERNEL,
         )?;
+        dev.hw.lock().me = Some(dev.clone());
+        // The device is opened, as userspace opens it before it can migrate it.
+        Migration::open(&*dev)?;
         Ok(FakeDev(dev))
     }
 
@@ -337,9 +423,17 @@ mod tests {
         Ok(out)
     }
 
+    /// The identity of a fake, without asking the fake.
+    fn ident(dev: &Fake) -> Result<DeviceIdentity> {
+        Ok(DeviceIdentity {
+            kind: DeviceKind::BochsDisplay,
+            mem_size: u64::try_from(dev.hw.lock().mem.len())?,
+        })
+    }
+
     /// The stream a fresh saving file of `dev` yields.
     fn save_all(dev: &Arc<Fake>) -> Result<KVVec<u8>> {
-        let (file, _file) = SaveFile::<Fake>::create(dev)?;
+        let (file, _file) = SaveFile::<Fake>::create(dev, ident(dev)?)?;
         read_stream(&file, &[4093, 65_537, 7])
     }
 
@@ -749,19 +843,20 @@ mod tests {
         let stream = save_all(&src)?;
         let len = stream.len();
 
-        // RUNNING -> RUNNING_P2P -> STOP -> STOP_COPY, and opening the saving file fails.
+        // RUNNING -> RUNNING_P2P -> STOP -> STOP_COPY, and the last step fails.
         let dev = fake(SMALL_MEM, 5)?;
-        dev.hw.lock().fail_identity = true;
+        dev.hw.lock().fail_to = Some(MigState::StopCopy);
         assert!(set(&dev, MigState::StopCopy.raw()).err() == Some(EIO));
         assert_eq!(dev.mig.get_state()?, MigState::Stop.raw());
         assert!(dev.mig.saving_file().is_none());
-        // RUNNING_P2P -> STOP -> RESUMING, and opening the resuming file fails.
+        // RUNNING_P2P -> STOP -> RESUMING, and the last step fails.
         assert!(set(&dev, MigState::RunningP2p.raw())?.is_none());
+        dev.hw.lock().fail_to = Some(MigState::Resuming);
         assert!(set(&dev, MigState::Resuming.raw()).err() == Some(EIO));
         assert_eq!(dev.mig.get_state()?, MigState::Stop.raw());
         assert!(dev.mig.resuming_file().is_none());
         // The device is usable afterwards.
-        dev.hw.lock().fail_identity = false;
+        dev.hw.lock().fail_to = None;
         assert!(set(&dev, MigState::StopCopy.raw())?.is_some());
         assert_eq!(dev.mig.get_state()?, MigState::StopCopy.raw());
 
@@ -809,13 +904,23 @@ mod tests {
         Ok(())
     }
 
-    /// What happens to the device from outside the state machine.
-    #[derive(Clone, Copy, Debug)]
+    /// What happens to the device from outside a data file.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     enum Event {
+        /// `VFIO_DEVICE_RESET`.
         Reset,
+        /// The last close of the device.
         Close,
+        /// An open of the device.
         Open,
+        /// A close, then an open by the next user, who fills the memory with [`NEXT_USER`].
+        Reopen,
+        /// The state machine moves to STOP (leaving STOP_COPY or RESUMING).
+        Stop,
     }
+
+    /// The byte the next user of a reopened fake fills its memory with.
+    const NEXT_USER: u8 = 0xA5;
 
     #[test]
     fn reset_close_open_in_every_state() -> Result {
@@ -837,11 +942,7 @@ mod tests {
                     // Midway through the stream.
                     assert!(save_enabled(f));
                 }
-                match event {
-                    Event::Reset => dev.mig.reset_done(),
-                    Event::Close => dev.mig.close(),
-                    Event::Open => dev.mig.open(),
-                }
+                dev.happen(event)?;
                 let state = dev.mig.get_state()?;
                 if state != MigState::Running.raw() {
                     pr_err!("{event:?} in {from:?}: state {state}\n");
@@ -876,9 +977,9 @@ mod tests {
             // The reset arrives while STOP -> `to` holds the state mutex: it cannot wait for it,
             // so the transition completes and the reset is applied as the mutex is unlocked.
             assert!(set(&dev, MigState::Stop.raw()).is_ok());
-            dev.hw.lock().reset_in_identity = true;
+            dev.hw.lock().reset_in_step = true;
             let result = set(&dev, to.raw());
-            let hook_ran = !dev.hw.lock().reset_in_identity;
+            let hook_ran = !dev.hw.lock().reset_in_step;
             assert!(hook_ran);
             assert!(matches!(result, Ok(Some(_))));
             assert_eq!(dev.mig.get_state()?, MigState::Running.raw());
@@ -897,8 +998,8 @@ mod tests {
         assert_eq!(dev.mig.get_state()?, MigState::Running.raw());
         {
             let mut hw = dev.hw.lock();
-            hw.reset_in_identity = true;
-            hw.fail_identity = true;
+            hw.reset_in_step = true;
+            hw.fail_to = Some(MigState::StopCopy);
         }
         assert!(set(&dev, MigState::StopCopy.raw()).err() == Some(EIO));
         assert_eq!(dev.mig.get_state()?, MigState::Running.raw());
@@ -916,7 +1017,7 @@ mod tests {
         assert!(!mem_eq(&src, &dst)?);
 
         let size = Migration::<Fake>::data_size(&src)?;
-        let (save, _save_file) = SaveFile::<Fake>::create(&src)?;
+        let (save, _save_file) = SaveFile::<Fake>::create(&src, ident(&src)?)?;
         let mut stream = KVVec::with_capacity(size, GFP_KERNEL)?;
         let rooms = [
             1usize,
@@ -960,7 +1061,7 @@ mod tests {
         )?;
         assert_eq!(n, 0);
 
-        let (resume, _resume_file) = ResumeFile::<Fake>::create(&dst)?;
+        let (resume, _resume_file) = ResumeFile::<Fake>::create(&dst, ident(&dst)?)?;
         let pieces = [3usize, 1, 24, 4095, 262_147, 11, 99_999, 300_001];
         let mut rest = &stream[..];
         while !rest.is_empty() {
@@ -991,7 +1092,7 @@ mod tests {
     fn try_resume(data: &[u8], mem_len: usize) -> Result<(Result, Result, bool)> {
         let dst = fake(mem_len, 99)?;
         let before = regs(&dst);
-        let (file, _file) = ResumeFile::<Fake>::create(&dst)?;
+        let (file, _file) = ResumeFile::<Fake>::create(&dst, ident(&dst)?)?;
         let fed = feed(&file, data, &[1, 4093, 33]);
         let finished = file.finish();
         let untouched = regs(&dst) == before && restores(&dst) == 0;
@@ -1070,7 +1171,7 @@ mod tests {
         bad[pos] ^= 0x10;
         let dst = fake(SMALL_MEM, 97)?;
         let before = regs(&dst);
-        let (file, _file) = ResumeFile::<Fake>::create(&dst)?;
+        let (file, _file) = ResumeFile::<Fake>::create(&dst, ident(&dst)?)?;
         let first = file.write_from(&mut SliceSource { data: &bad }, false);
         let accepted = *first.as_ref().unwrap_or(&0);
         if !(regs_end + 1..=pos).contains(&accepted) {
@@ -1126,7 +1227,7 @@ mod tests {
         // A non-blocking read while another read of the same file is in progress (the fake reads
         // from inside `read_memory`) returns EAGAIN and disturbs nothing.
         let src = fake(SMALL_MEM, 16)?;
-        let (save, _save_file) = SaveFile::<Fake>::create(&src)?;
+        let (save, _save_file) = SaveFile::<Fake>::create(&src, ident(&src)?)?;
         src.hw.lock().probe_save = Some(save.clone());
         let stream = read_stream(&save, &[4093, 1, 100_000])?;
         let (pending, probed) = {
@@ -1139,7 +1240,7 @@ mod tests {
 
         // Likewise a non-blocking write while a write is in progress (from `write_memory`).
         let dst = fake(SMALL_MEM, 17)?;
-        let (resume, _resume_file) = ResumeFile::<Fake>::create(&dst)?;
+        let (resume, _resume_file) = ResumeFile::<Fake>::create(&dst, ident(&dst)?)?;
         dst.hw.lock().probe_resume = Some(resume.clone());
         feed(&resume, &stream, &[4093, 1, 100_000])?;
         let (pending, probed) = {
@@ -1151,6 +1252,265 @@ mod tests {
         assert!(resume.finish().is_ok());
         assert!(regs(&dst) == regs(&src));
         assert!(mem_eq(&src, &dst)?);
+        Ok(())
+    }
+    // Transfers against resets, closes and state changes (issue: no transfer outlives its file).
+
+    /// Where the first MEMORY record starts in a stream of the fake: after the HEADER record
+    /// (24 + 32 + 4 bytes) and the DEVICE_REGS record (24 + REGS_LEN + 4 bytes).
+    const MEM_START: usize = 60 + 28 + REGS_LEN;
+    /// Length of a MEMORY record's record header.
+    const RECORD_HEADER: usize = 24;
+
+    /// A [`ByteSource`] over a slice that makes `event` happen to `dev` during its `fire_at`-th
+    /// `take()`, before it copies: a `copy_from_user()` that waits on a userfaultfd or FUSE page
+    /// while the device is reset or closed.
+    struct StallSource<'a> {
+        data: &'a [u8],
+        dev: &'a Fake,
+        event: Event,
+        fire_at: usize,
+        takes: usize,
+    }
+
+    impl ByteSource for StallSource<'_> {
+        fn left(&self) -> usize {
+            self.data.len()
+        }
+
+        fn take(&mut self, out: &mut [u8]) -> Result {
+            if self.takes == self.fire_at {
+                self.dev.happen_elsewhere(self.event)?;
+            }
+            self.takes += 1;
+            let (now, rest) = self.data.split_at_checked(out.len()).ok_or(EXDEV)?;
+            out.copy_from_slice(now);
+            self.data = rest;
+            Ok(())
+        }
+    }
+
+    /// A copy of a fake's memory.
+    fn mem_of(dev: &Fake) -> Result<KVVec<u8>> {
+        let mut copy = KVVec::new();
+        copy.extend_from_slice(&dev.hw.lock().mem, GFP_KERNEL)?;
+        Ok(copy)
+    }
+
+    /// What the memory of `dev` must hold after `event` if nothing of the old session reached
+    /// it: what it held before, or what the next user wrote.
+    fn expected_after(event: Event, before: &[u8]) -> Result<KVVec<u8>> {
+        let mut want = KVVec::new();
+        want.extend_from_slice(before, GFP_KERNEL)?;
+        if event == Event::Reopen {
+            want.fill(NEXT_USER);
+        }
+        Ok(want)
+    }
+
+    #[test]
+    fn a_write_stalled_across_reset_or_close_never_reaches_the_device() -> Result {
+        let src = fake(SMALL_MEM, 20)?;
+        let stream = save_all(&src)?;
+        for event in [Event::Reset, Event::Close, Event::Reopen] {
+            let dst = fake(SMALL_MEM, 21)?;
+            let _file = set(&dst, MigState::Resuming.raw())?;
+            let resume = dst.mig.resuming_file().ok_or(EINVAL)?;
+            feed(
+                &resume,
+                stream.get(..MEM_START).ok_or(EINVAL)?,
+                &[MEM_START],
+            )?;
+            let before = mem_of(&dst)?;
+            // The MEMORY record's header is taken first, then its payload: the event happens
+            // while the payload is being copied, after the file checked its state.
+            let mut input = StallSource {
+                data: stream.get(MEM_START..).ok_or(EINVAL)?,
+                dev: &dst,
+                event,
+                fire_at: 1,
+                takes: 0,
+            };
+            let result = resume.write_from(&mut input, false);
+            if result != Ok(RECORD_HEADER) {
+                pr_err!("{event:?}: the stalled write returned {result:?}\n");
+            }
+            assert!(result == Ok(RECORD_HEADER));
+            assert!(resume_disabled(&resume));
+            // Not one byte of the record reached the device.
+            let after = mem_of(&dst)?;
+            assert!(after[..] == expected_after(event, &before)?[..]);
+            assert!(resume.finish() == Err(ENODEV));
+            assert_eq!(restores(&dst), 0);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_device_access_racing_reset_or_close_is_refused() -> Result {
+        let src = fake(SMALL_MEM, 22)?;
+        let stream = save_all(&src)?;
+        for event in [Event::Reset, Event::Close, Event::Reopen] {
+            // Resume: the record validated, then the event, then the device write.
+            let dst = fake(SMALL_MEM, 23)?;
+            let _file = set(&dst, MigState::Resuming.raw())?;
+            let resume = dst.mig.resuming_file().ok_or(EINVAL)?;
+            let before = mem_of(&dst)?;
+            dst.hw.lock().on_access = Some(event);
+            let result = resume.write_from(&mut SliceSource { data: &stream }, false);
+            assert!(dst.hw.lock().on_access.is_none());
+            // Everything up to the MEMORY record's payload was consumed, then the write stopped.
+            assert!(result == Ok(MEM_START + RECORD_HEADER));
+            assert!(mem_of(&dst)?[..] == expected_after(event, &before)?[..]);
+            assert!(resume_disabled(&resume));
+
+            // Save: the HEADER and DEVICE_REGS records were read, then the event, then the
+            // device read of the first MEMORY record.
+            let dev = fake(SMALL_MEM, 24)?;
+            let own = save_all(&dev)?;
+            let _file = set(&dev, MigState::StopCopy.raw())?;
+            let save = dev.mig.saving_file().ok_or(EINVAL)?;
+            dev.hw.lock().on_access = Some(event);
+            let mut got = KVVec::new();
+            let result = save.read_into(
+                &mut VecSink {
+                    out: &mut got,
+                    room: usize::MAX,
+                },
+                false,
+            );
+            if result != Ok(MEM_START) {
+                pr_err!("{event:?}: the read returned {result:?}\n");
+            }
+            assert!(result == Ok(MEM_START));
+            assert!(got.get(..MEM_START) == own.get(..MEM_START));
+            assert!(save_disabled(&save));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn transfer_memory_is_allocated_on_use_and_freed_on_disable() -> Result {
+        let src = fake(SMALL_MEM, 25)?;
+        let stream = save_all(&src)?;
+        let dev = fake(SMALL_MEM, 26)?;
+        for _ in 0..3 {
+            let _file = set(&dev, MigState::StopCopy.raw())?;
+            let save = dev.mig.saving_file().ok_or(EINVAL)?;
+            assert!(!save.holds_buffer());
+            assert!(save_enabled(&save));
+            assert!(save.holds_buffer());
+            assert!(set(&dev, MigState::Stop.raw())?.is_none());
+            // Freed although the file is still open.
+            assert!(!save.holds_buffer());
+            assert!(save_disabled(&save));
+            assert!(!save.holds_buffer());
+
+            let _file = set(&dev, MigState::Resuming.raw())?;
+            let resume = dev.mig.resuming_file().ok_or(EINVAL)?;
+            assert!(!resume.holds_buffers());
+            feed(&resume, stream.get(..MEM_START).ok_or(EINVAL)?, &[7])?;
+            assert!(resume.holds_buffers());
+            dev.mig.reset_done();
+            assert!(!resume.holds_buffers());
+            assert!(set(&dev, MigState::Stop.raw())?.is_none());
+        }
+
+        // Disabled while a transfer holds the file: the transfer frees the memory as it ends.
+        let _file = set(&dev, MigState::StopCopy.raw())?;
+        let save = dev.mig.saving_file().ok_or(EINVAL)?;
+        dev.hw.lock().on_access = Some(Event::Stop);
+        let mut got = KVVec::new();
+        let result = save.read_into(
+            &mut VecSink {
+                out: &mut got,
+                room: usize::MAX,
+            },
+            false,
+        );
+        assert!(result == Ok(MEM_START));
+        assert_eq!(dev.mig.get_state()?, MigState::Stop.raw());
+        assert!(!save.holds_buffer());
+
+        let _file = set(&dev, MigState::Resuming.raw())?;
+        let resume = dev.mig.resuming_file().ok_or(EINVAL)?;
+        dev.hw.lock().on_access = Some(Event::Reset);
+        let result = resume.write_from(&mut SliceSource { data: &stream }, false);
+        assert!(result == Ok(MEM_START + RECORD_HEADER));
+        assert!(!resume.holds_buffers());
+        Ok(())
+    }
+
+    /// An END record for a stream of `records` records and `bytes` bytes before it.
+    fn end_record(records: u64, bytes: u64) -> Result<KVVec<u8>> {
+        let mut out = KVVec::from_elem(0u8, 64, GFP_KERNEL)?;
+        let n = crate::stream::encoder::encode_end(
+            records,
+            bytes,
+            &crate::vfio::crc::KernelCrc32c,
+            &mut out,
+        )
+        .map_err(|_| EINVAL)?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    #[test]
+    fn end_needs_every_page_of_memory() -> Result {
+        let src = fake(BIG_MEM, 27)?;
+        let stream = save_all(&src)?;
+        // The record starts: HEADER, DEVICE_REGS, three MEMORY records, END.
+        let rec1 = MEM_START;
+        let rec2 = rec1 + 36 + MAX_CHUNK;
+        let rec3 = rec2 + 36 + MAX_CHUNK;
+        let end = stream.len() - 44;
+        // The stream's bytes `[start, end)` of each part in turn, and an END that counts them.
+        let cut = |parts: &[(usize, usize)], records: u64| -> Result<KVVec<u8>> {
+            let mut out = KVVec::new();
+            for &(start, end) in parts {
+                out.extend_from_slice(stream.get(start..end).ok_or(EINVAL)?, GFP_KERNEL)?;
+            }
+            let bytes = u64::try_from(out.len())?;
+            out.extend_from_slice(&end_record(records, bytes)?, GFP_KERNEL)?;
+            Ok(out)
+        };
+        let no_memory = cut(&[(0, rec1)], 2)?;
+        let no_middle = cut(&[(0, rec2), (rec3, end)], 4)?;
+        let no_last = cut(&[(0, rec3)], 4)?;
+        for bad in [&no_memory, &no_middle, &no_last] {
+            let (fed, finished, untouched) = try_resume(bad, BIG_MEM)?;
+            assert!(fed == Err(ENODATA));
+            assert!(finished == Err(ENODATA));
+            assert!(untouched);
+        }
+        // The same cut with its END rebuilt is accepted when it covers everything: the whole
+        // stream, and the whole stream with its first record sent twice.
+        let twice = cut(&[(0, rec2), (rec1, end)], 6)?;
+        for good in [&stream, &twice] {
+            let (fed, finished, untouched) = try_resume(good, BIG_MEM)?;
+            assert!(fed.is_ok());
+            assert!(finished.is_ok());
+            assert!(!untouched);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn migration_data_size_does_not_touch_the_device() -> Result {
+        let dev = fake(BIG_MEM, 28)?;
+        let opened = dev.hw.lock().identities;
+        assert_eq!(opened, 1);
+        let size = Migration::<Fake>::data_size(&dev)?;
+        for _ in 0..10 {
+            assert_eq!(Migration::<Fake>::data_size(&dev)?, size);
+        }
+        let _file = set(&dev, MigState::StopCopy.raw())?;
+        assert_eq!(Migration::<Fake>::data_size(&dev)?, size);
+        assert_eq!(dev.hw.lock().identities, opened);
+        // Known again from the next open.
+        dev.mig.close();
+        Migration::open(&**dev)?;
+        assert_eq!(dev.hw.lock().identities, opened + 1);
         Ok(())
     }
 }

@@ -3,10 +3,12 @@
 //! Unit tests of the migration stream code.
 
 mod corruption;
+mod coverage;
 mod crc;
 mod encoder;
 mod malformed;
 mod planner;
 mod roundtrip;
+mod seeds;
 mod segmentation;
 mod util;

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! byte 0     bits 0-1 mode, bit 2 in-place API, bit 3 make the sink fail, bit 4 ivshmem,
-//!            bit 5 fix CRCs after mutating (mode 2)
+//!            bit 5 fix CRCs after mutating (mode 2), bit 6 device memory size from the body's
+//!            HEADER (modes 0 and 1)
 //! byte 1     sink call that fails, if bit 3
 //! byte 2     number n of piece-size bytes (mod 16)
 //! n bytes    piece sizes (see `harness::DecodeParams::pieces`)
@@ -50,6 +51,27 @@ thread_local! {
 /// Device memory size in modes 0 and 1.
 const RAW_MEM: usize = 4096;
 
+/// Largest device memory size taken from the body's HEADER in modes 0 and 1.
+const MAX_HEADER_MEM: u64 = 64 * 1024;
+
+/// Offset of the HEADER's `mem_size` field in a stream: record header (24 bytes), then 16.
+const HEADER_MEM_SIZE_AT: usize = 24 + 16;
+
+/// Returns the device memory size for modes 0 and 1: with control bit 6, the one the stream's
+/// HEADER (if it starts the body) claims, if at most [`MAX_HEADER_MEM`]; else [`RAW_MEM`].
+///
+/// So that real streams of any small size get past the memory size check.
+fn raw_mem_size(ctl: u8, body: &[u8]) -> usize {
+    let claimed = body
+        .get(HEADER_MEM_SIZE_AT..HEADER_MEM_SIZE_AT + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes);
+    match claimed {
+        Some(size) if ctl & 0x40 != 0 && size <= MAX_HEADER_MEM => size as usize,
+        _ => RAW_MEM,
+    }
+}
+
 /// Decodes `stream` with `params` and with one piece, checks that both agree and returns the
 /// outcome, the device memory and the register blob.
 fn decode_twice(
@@ -86,6 +108,15 @@ fn xorshift(x: &mut u64) -> u64 {
     *x
 }
 
+/// Returns `len` pseudo-random bytes from `seed`, eight per step.
+fn random_bytes(len: usize, seed: &mut u64) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    for chunk in out.chunks_mut(8) {
+        chunk.copy_from_slice(&xorshift(seed).to_le_bytes()[..chunk.len()]);
+    }
+    out
+}
+
 fuzz_target!(|data: &[u8]| {
     let [ctl, fail_at, n, rest @ ..] = data else {
         return;
@@ -101,12 +132,12 @@ fuzz_target!(|data: &[u8]| {
 
     BUFFERS.with_borrow_mut(|b| match ctl & 3 {
         0 => {
-            decode_twice(body, params, RAW_MEM, &mut b.scratch);
+            decode_twice(body, params, raw_mem_size(*ctl, body), &mut b.scratch);
         }
         1 => {
             let mut stream = body.to_vec();
             harness::fix_crcs(&mut stream);
-            decode_twice(&stream, params, RAW_MEM, &mut b.scratch);
+            decode_twice(&stream, params, raw_mem_size(*ctl, body), &mut b.scratch);
         }
         _ => {
             // Device parameters, then mutations of 3 bytes each.
@@ -120,8 +151,8 @@ fuzz_target!(|data: &[u8]| {
             }
             let regs_len = usize::from(*r) % (MAX_REGS_LEN + 1);
             let mut seed = u64::from(u16::from_le_bytes([*s0, *s1])) | 1 << 32;
-            let mem: Vec<u8> = (0..mem_size).map(|_| xorshift(&mut seed) as u8).collect();
-            let regs: Vec<u8> = (0..regs_len).map(|_| xorshift(&mut seed) as u8).collect();
+            let mem = random_bytes(mem_size, &mut seed);
+            let regs = random_bytes(regs_len, &mut seed);
 
             let len = harness::encode(kind, &mem, &regs, &mut b.stream).expect("encoding failed");
             let mut stream = b.stream[..len].to_vec();
