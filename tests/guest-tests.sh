@@ -137,8 +137,13 @@ kmemleak() {
 		return 1
 	fi
 	# Two scans a few seconds apart, as Documentation/dev-tools/kmemleak.rst suggests: an object
-	# that was only in flight during the first is referenced again by the second.
-	if ! err=$(echo scan 2>&1 >"$kmemleak_file") || ! sleep 5 ||
+	# that was only in flight during the first is referenced again by the second. kmemleak reports
+	# nothing younger than MSECS_MIN_AGE (5 s in mm/kmemleak.c): the 7 s between the scans let the
+	# second see what the last suites allocated.
+	# Known blind spot (seen in the guest): an object handed out from a SLUB sheaf stays referenced
+	# by the sheaf's stale pointer array (sheaves are kmalloc'd, so kmemleak scans them), so a
+	# leak of such an object is not reported until that slot is reused.
+	if ! err=$(echo scan 2>&1 >"$kmemleak_file") || ! sleep 7 ||
 		! err=$(echo scan 2>&1 >"$kmemleak_file"); then
 		echo "not ok 1 no kmemleak reports # echo scan > $kmemleak_file: ${err:-failed}"
 		return 1
