@@ -18,6 +18,17 @@ bool qvp_fatal_signal_pending(void);
 /* cond_resched(). */
 void qvp_cond_resched(void);
 
+#if IS_ENABLED(CONFIG_KUNIT)
+/*
+ * For the KUnit tests: queues SIGKILL on the current task, a kernel thread (allow_signal()
+ * first, so that it is not dropped), so that fatal_signal_pending(current) is true. -EPERM on a
+ * user task (it would die), -EIO if the signal is not pending afterwards.
+ */
+int qvp_test_raise_fatal_signal(void);
+/* Undoes it: flushes the pending signals and ignores SIGKILL again (disallow_signal()). */
+void qvp_test_clear_fatal_signal(void);
+#endif
+
 /**
  * struct qvp_migration_ops - the migration ops of a device, with integer-typed callbacks
  * @ops: what vfio_device.mig_ops points at: qvp_migration_set_state(),

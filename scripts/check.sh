@@ -96,12 +96,18 @@ if ! out=$(make -s -C tests/selftests KSRC="$QVP_CACHE/linux-$QVP_KVER" KHDR="$k
 else
 	result "$res/build.results" ok "kselftest builds"
 fi
+# The module that leaks on purpose, for the guest's kmemleak self-check.
+if ! out=$(make -s -C "$kbuild" M="$repo/tests/kmemleak" LLVM="$QVP_LLVM" modules 2>&1); then
+	result "$res/build.results" fail "kmemleak self-check module builds" "$out"
+else
+	result "$res/build.results" ok "kmemleak self-check module builds"
+fi
 
 echo "[check] guest tests (KUnit, kselftest, module lifecycle)" >&2
 set +e
 # A guest that hangs (a stuck reset, a deadlock) must fail the check, not the CI time limit.
 timeout --kill-after=30 "${QVP_GUEST_TIMEOUT:-1800}" \
-	"$repo/tests/vm/run" --console "$res/console.log" -- tests/guest-tests.sh \
+	"$repo/tests/vm/run" --devices 4 --console "$res/console.log" -- tests/guest-tests.sh \
 	>"$res/guest.log" 2>"$res/guest.stderr"
 rc=$?
 [ "$rc" != 124 ] || echo "[check] the guest did not finish within ${QVP_GUEST_TIMEOUT:-1800} s" >&2

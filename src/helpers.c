@@ -25,6 +25,23 @@ void qvp_cond_resched(void)
 	cond_resched();
 }
 
+#if IS_ENABLED(CONFIG_KUNIT)
+int qvp_test_raise_fatal_signal(void)
+{
+	if (!(current->flags & PF_KTHREAD))
+		return -EPERM;
+	allow_signal(SIGKILL);
+	send_sig(SIGKILL, current, 1);
+	return fatal_signal_pending(current) ? 0 : -EIO;
+}
+
+void qvp_test_clear_fatal_signal(void)
+{
+	flush_signals(current);
+	disallow_signal(SIGKILL);
+}
+#endif
+
 /*
  * The vfio core calls migration_set_state() and migration_get_state() through pointers whose
  * prototypes use enum vfio_device_mig_state. kCFI hashes the mangled prototype, which spells the

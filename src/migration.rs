@@ -208,6 +208,12 @@ impl FileState {
         }
     }
 
+    /// [`Self::check`] against the current session of `dev`: what every transfer and device
+    /// access of a file of `dev` checks.
+    pub(crate) fn check_on<D: MigDevice>(&self, dev: &D) -> Result {
+        self.check(dev.migration().session())
+    }
+
     /// The poll mask: `ready` while the file is enabled, an error once it is disabled.
     pub(crate) fn poll_mask(&self, session: &Session, ready: u32) -> u32 {
         if self.check(session).is_err() {

@@ -144,7 +144,7 @@ impl<D: MigDevice> Sink for DevSink<'_, D> {
 
     fn memory(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError> {
         let (state, dev) = (self.state, self.dev);
-        dev.write_memory(|| state.check(dev.migration().session()), offset, data)
+        dev.write_memory(|| state.check_on(dev), offset, data)
             .map_err(sink_error)?;
         let len = u64::try_from(data.len()).map_err(|_| sink_error(EINVAL))?;
         // The decoder checked the bounds.
@@ -218,7 +218,7 @@ impl<D: MigDevice> ResumeFile<D> {
     /// Moves the next bytes of `input`, at most to the end of the record being received, into
     /// the decoder; returns how many.
     fn write_some(&self, inner: &mut ResumeInner, input: &mut impl ByteSource) -> Result<usize> {
-        self.state.check(self.dev.migration().session())?;
+        self.state.check_on(&*self.dev)?;
         if inner.buffers.is_none() {
             let words = inner.coverage.words();
             inner.buffers = Some(Buffers {

@@ -103,7 +103,7 @@ struct DevSource<'a, D: MigDevice> {
 impl<D: MigDevice> DevSource<'_, D> {
     /// The check every device access makes under the device's locks.
     fn valid(&self) -> impl FnOnce() -> Result + '_ {
-        || self.state.check(self.dev.migration().session())
+        || self.state.check_on(self.dev)
     }
 }
 
@@ -156,7 +156,7 @@ impl<D: MigDevice> SaveFile<D> {
         let inner = guard.get()?;
         let mut total = 0;
         while out.room() > 0 {
-            if let Err(e) = self.state.check(self.dev.migration().session()) {
+            if let Err(e) = self.state.check_on(&*self.dev) {
                 return if total > 0 { Ok(total) } else { Err(e) };
             }
             if let Some(r) = stop_for_signal(total) {

@@ -21,3 +21,39 @@ pub(crate) fn cond_resched() {
     // this function (a read or write system call) runs in.
     unsafe { bindings::qvp_cond_resched() }
 }
+
+/// A fatal signal pending on the current task, for the KUnit tests: [`FatalSignal::raise`] queues
+/// `SIGKILL` on the test's kernel thread, and dropping the guard flushes it again.
+///
+/// # Invariants
+///
+/// While the guard exists, the current task (which created it: the guard is neither `Send` nor
+/// `Sync`) is a kernel thread that lets `SIGKILL` in.
+#[cfg(CONFIG_KUNIT = "y")]
+pub(crate) struct FatalSignal {
+    _not_send: core::marker::PhantomData<*mut ()>,
+}
+
+#[cfg(CONFIG_KUNIT = "y")]
+impl FatalSignal {
+    /// Makes [`fatal_signal_pending`] true for the current task until the guard is dropped.
+    /// `EPERM` on a user task, which the signal would kill.
+    pub(crate) fn raise() -> kernel::error::Result<Self> {
+        // SAFETY: The helper acts on the current task only, and refuses a user task.
+        kernel::error::to_result(unsafe { bindings::qvp_test_raise_fatal_signal() })?;
+        // INVARIANT: The helper succeeded, so the current task is a kernel thread that lets
+        // `SIGKILL` in, and the guard stays on this task.
+        Ok(Self {
+            _not_send: core::marker::PhantomData,
+        })
+    }
+}
+
+#[cfg(CONFIG_KUNIT = "y")]
+impl Drop for FatalSignal {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant, the current task is the kernel thread that raised the
+        // signal; flushing its signals and ignoring `SIGKILL` again returns it to how it was.
+        unsafe { bindings::qvp_test_clear_fatal_signal() }
+    }
+}

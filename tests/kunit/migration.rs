@@ -7,7 +7,9 @@
 //! - every transition between the states the driver supports, refused requests, failed steps,
 //!   and reset, close and open in every state, also a reset that arrives during a transition;
 //! - the data files: a save/resume round trip in odd pieces, malformed streams, and
-//!   non-blocking reads and writes while the file is busy.
+//!   non-blocking reads and writes while the file is busy;
+//! - hardening: transfers racing a reset or a close, transfer memory, END coverage, MIG_DATA_SIZE
+//!   without device access, and a fatal signal ending a long transfer between records.
 
 use kernel::prelude::*;
 
@@ -50,6 +52,7 @@ mod tests {
             DeviceKind,
             MAX_CHUNK, //
         },
+        vfio::task::FatalSignal,
     };
 
     /// Length of the fake's register blob.
@@ -498,8 +501,7 @@ mod tests {
 
     /// Whether two fakes have the same memory (one lock at a time).
     fn mem_eq(a: &Fake, b: &Fake) -> Result<bool> {
-        let mut copy = KVVec::new();
-        copy.extend_from_slice(&a.hw.lock().mem, GFP_KERNEL)?;
+        let copy = mem_of(a)?;
         let same = b.hw.lock().mem[..] == copy[..];
         Ok(same)
     }
@@ -1511,6 +1513,121 @@ mod tests {
         dev.mig.close();
         Migration::open(&**dev)?;
         assert_eq!(dev.hw.lock().identities, opened + 1);
+        Ok(())
+    }
+
+    /// A [`ByteSink`] that appends to a vector and raises a fatal signal on the current task
+    /// (the test's) once it took a first chunk: `kill -9` arriving during a long `read()`.
+    struct KillSink<'a> {
+        out: &'a mut KVVec<u8>,
+        signal: Option<FatalSignal>,
+    }
+
+    impl ByteSink for KillSink<'_> {
+        fn room(&self) -> usize {
+            usize::MAX
+        }
+
+        fn put(&mut self, data: &[u8]) -> Result {
+            self.out.extend_from_slice(data, GFP_KERNEL)?;
+            if self.signal.is_none() {
+                self.signal = Some(FatalSignal::raise()?);
+            }
+            Ok(())
+        }
+    }
+
+    /// A [`ByteSource`] over a slice that raises a fatal signal once it gave a first chunk.
+    struct KillSource<'a> {
+        data: &'a [u8],
+        signal: Option<FatalSignal>,
+    }
+
+    impl ByteSource for KillSource<'_> {
+        fn left(&self) -> usize {
+            self.data.len()
+        }
+
+        fn take(&mut self, out: &mut [u8]) -> Result {
+            let (now, rest) = self.data.split_at_checked(out.len()).ok_or(EXDEV)?;
+            out.copy_from_slice(now);
+            self.data = rest;
+            if self.signal.is_none() {
+                self.signal = Some(FatalSignal::raise()?);
+            }
+            Ok(())
+        }
+    }
+
+    /// Length of the HEADER record: 24 bytes of record header, 32 of payload, 4 of CRC.
+    const HEADER_RECORD: usize = 60;
+
+    #[test]
+    fn a_fatal_signal_ends_a_long_transfer_between_records() -> Result {
+        let src = fake(BIG_MEM, 29)?;
+        let stream = save_all(&src)?;
+
+        // Save: one read with room for everything stops after the first record; with the signal
+        // pending before it starts, it moves nothing (`EINTR`). The stream goes on intact.
+        let _file = set(&src, MigState::StopCopy.raw())?;
+        let save = src.mig.saving_file().ok_or(EINVAL)?;
+        {
+            let _signal = FatalSignal::raise()?;
+            let mut got = KVVec::new();
+            let result = save.read_into(
+                &mut VecSink {
+                    out: &mut got,
+                    room: usize::MAX,
+                },
+                false,
+            );
+            assert!(result == Err(EINTR));
+            assert!(got.is_empty());
+        }
+        let mut got = KVVec::new();
+        let result = save.read_into(
+            &mut KillSink {
+                out: &mut got,
+                signal: None,
+            },
+            false,
+        );
+        if result != Ok(HEADER_RECORD) {
+            pr_err!("the killed read returned {result:?}\n");
+        }
+        assert!(result == Ok(HEADER_RECORD));
+        got.extend_from_slice(&read_stream(&save, &[usize::MAX])?, GFP_KERNEL)?;
+        assert!(got[..] == stream[..]);
+        assert!(set(&src, MigState::Stop.raw())?.is_none());
+
+        // Resume: one write of the whole stream stops after the first piece it moved; with the
+        // signal pending before it starts, it consumes nothing. The rest resumes the device.
+        let dst = fake(BIG_MEM, 30)?;
+        let _file = set(&dst, MigState::Resuming.raw())?;
+        let resume = dst.mig.resuming_file().ok_or(EINVAL)?;
+        {
+            let _signal = FatalSignal::raise()?;
+            let result = resume.write_from(&mut SliceSource { data: &stream }, false);
+            assert!(result == Err(EINTR));
+        }
+        let mut input = KillSource {
+            data: &stream,
+            signal: None,
+        };
+        let result = resume.write_from(&mut input, false);
+        drop(input);
+        if result != Ok(RECORD_HEADER) {
+            pr_err!("the killed write returned {result:?}\n");
+        }
+        assert!(result == Ok(RECORD_HEADER));
+        feed(
+            &resume,
+            stream.get(RECORD_HEADER..).ok_or(EINVAL)?,
+            &[usize::MAX],
+        )?;
+        assert!(set(&dst, MigState::Stop.raw())?.is_none());
+        assert!(mem_eq(&src, &dst)?);
+        assert_eq!(regs(&src), regs(&dst));
         Ok(())
     }
 }
