@@ -69,7 +69,23 @@ def expect_suite(s, name, passed, failed, skipped, reason=None):
         check(s.rc == 1, f"exit status {s.rc} with a failure", s)
 
 
-GOOD_KSFT = """
+def kunit_log(suite, plan, cases, result="ok", directive=""):
+    """The guest.log block of KUnit suite qemu_vfio_pci_SUITE: its debugfs results file between
+    the suite markers. plan: the suite's own plan line, or None for no subtest block; cases: the
+    case lines as KUnit indents them below the suite; result: "ok", "not ok", or None for no
+    suite result line (the file ended early); directive: e.g. " # SKIP reason"."""
+    name = f"qemu_vfio_pci_{suite}"
+    lines = [f"# qvp-suite: kunit:{name} kunit", "KTAP version 1", "1..1"]
+    if plan is not None:
+        lines += ["    KTAP version 1", f"    # Subtest: {name}", f"    {plan}"]
+        lines += ["    " + c for c in cases]
+    if result is not None:
+        lines.append(f"{result} 1 {name}{directive}")
+    lines.append(f"# qvp-suite-end: kunit:{name} rc=0")
+    return "\n".join(lines) + "\n"
+
+
+GOOD_KSFT = textwrap.dedent("""
     # qvp-suite: kselftest:good ktap
     TAP version 13
     1..2
@@ -78,20 +94,9 @@ GOOD_KSFT = """
     ok 2 a.two
     # PASSED: 2 / 2 tests passed.
     # qvp-suite-end: kselftest:good rc=0
-"""
+""")
 
-GOOD_KUNIT = """
-    # qvp-suite: kunit:qemu_vfio_pci_stream kunit
-    KTAP version 1
-    1..1
-        KTAP version 1
-        # Subtest: qemu_vfio_pci_stream
-        1..2
-        ok 1 roundtrip
-        ok 2 crc
-    ok 1 qemu_vfio_pci_stream
-    # qvp-suite-end: kunit:qemu_vfio_pci_stream rc=0
-"""
+GOOD_KUNIT = kunit_log("stream", "1..2", ["ok 1 roundtrip", "ok 2 crc"])
 
 
 def test_good_logs_pass():
@@ -155,94 +160,36 @@ def test_skip_reason_of_a_result_is_printed():
 
 
 def test_kunit_zero_cases_fails():
-    s = run({"guest.log": """
-        # qvp-suite: kunit:qemu_vfio_pci_stream kunit
-        KTAP version 1
-        1..1
-            KTAP version 1
-            # Subtest: qemu_vfio_pci_stream
-            1..0
-        ok 1 qemu_vfio_pci_stream
-        # qvp-suite-end: kunit:qemu_vfio_pci_stream rc=0
-    """})
+    s = run({"guest.log": kunit_log("stream", "1..0", [])})
     expect_suite(s, "kunit:qemu_vfio_pci_stream", 0, 1, 0, "no KUnit test cases")
 
 
 def test_kunit_short_subtest_plan_fails():
-    s = run({"guest.log": """
-        # qvp-suite: kunit:qemu_vfio_pci_stream kunit
-        KTAP version 1
-        1..1
-            KTAP version 1
-            # Subtest: qemu_vfio_pci_stream
-            1..4
-            ok 1 roundtrip
-            ok 2 crc
-        ok 1 qemu_vfio_pci_stream
-        # qvp-suite-end: kunit:qemu_vfio_pci_stream rc=0
-    """})
+    s = run({"guest.log": kunit_log("stream", "1..4", ["ok 1 roundtrip", "ok 2 crc"])})
     expect_suite(s, "kunit:qemu_vfio_pci_stream", 2, 2, 0, "planned 4, got 2 test cases")
 
 
 def test_kunit_cases_not_params_are_counted():
-    s = run({"guest.log": """
-        # qvp-suite: kunit:qemu_vfio_pci_stream kunit
-        KTAP version 1
-        1..1
-            KTAP version 1
-            # Subtest: qemu_vfio_pci_stream
-            1..2
-                KTAP version 1
-                # Subtest: sizes
-                ok 1 4K
-                not ok 2 16M
-            not ok 1 sizes
-            ok 2 crc
-        not ok 1 qemu_vfio_pci_stream
-        # qvp-suite-end: kunit:qemu_vfio_pci_stream rc=0
-    """})
+    params = ["    KTAP version 1", "    # Subtest: sizes", "    ok 1 4K", "    not ok 2 16M"]
+    s = run({"guest.log": kunit_log("stream", "1..2", params + ["not ok 1 sizes", "ok 2 crc"],
+                                    result="not ok")})
     expect_suite(s, "kunit:qemu_vfio_pci_stream", 1, 1, 0, "sizes")
 
 
 def test_kunit_not_ok_suite_with_passing_cases_fails():
     # e.g. suite_init failed after the cases were logged, or a case's result line was lost.
-    s = run({"guest.log": """
-        # qvp-suite: kunit:qemu_vfio_pci_migration kunit
-        KTAP version 1
-        1..1
-            KTAP version 1
-            # Subtest: qemu_vfio_pci_migration
-            1..1
-            ok 1 close_mid_record
-        not ok 1 qemu_vfio_pci_migration
-        # qvp-suite-end: kunit:qemu_vfio_pci_migration rc=0
-    """})
+    s = run({"guest.log": kunit_log("migration", "1..1", ["ok 1 close_mid_record"], result="not ok")})
     expect_suite(s, "kunit:qemu_vfio_pci_migration", 1, 1, 0, "suite reported not ok")
 
 
 def test_kunit_skipped_suite_counts_skipped():
-    s = run({"guest.log": """
-        # qvp-suite: kunit:qemu_vfio_pci_migration kunit
-        KTAP version 1
-        1..1
-        ok 1 qemu_vfio_pci_migration # SKIP no device
-        # qvp-suite-end: kunit:qemu_vfio_pci_migration rc=0
-    """})
+    s = run({"guest.log": kunit_log("migration", None, [], directive=" # SKIP no device")})
     expect_suite(s, "kunit:qemu_vfio_pci_migration", 0, 0, 1, "no device")
 
 
 def test_kunit_output_ended_early_fails():
     # The results file stops inside the suite: cases so far passed, no suite result line.
-    s = run({"guest.log": """
-        # qvp-suite: kunit:qemu_vfio_pci_stream kunit
-        KTAP version 1
-        1..1
-            KTAP version 1
-            # Subtest: qemu_vfio_pci_stream
-            1..3
-            ok 1 roundtrip
-        # qvp-suite-end: kunit:qemu_vfio_pci_stream rc=0
-    """})
+    s = run({"guest.log": kunit_log("stream", "1..3", ["ok 1 roundtrip"], result=None)})
     expect_suite(s, "kunit:qemu_vfio_pci_stream", 1, 3, 0, "no suite result line")
 
 
@@ -390,6 +337,34 @@ def test_kmemleak_unavailable_fails():
     r = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
     if r.returncode == 0 or "not ok 1 " not in r.stdout or "not available" not in r.stdout:
         raise AssertionError(f"kmemleak without kmemleak (rc {r.returncode}):\n{r.stdout}{r.stderr}")
+
+
+KMEMLEAK_REPORT = """\
+unreferenced object 0xffff888004a1b{i:03x} (size 128):
+  comm "insmod", pid 812, jiffies 4294953500
+  hex dump (first 32 bytes):
+    5a 5a 5a 5a 5a 5a 5a 5a 5a 5a 5a 5a 5a 5a 5a 5a  ZZZZZZZZZZZZZZZZ
+  backtrace (crc 6b1e5c2f):
+    __kmalloc_cache_noprof+0x3c0/0x4d0
+    {fn}+0x1a/0x60 [{mod}]
+    do_one_initcall+0x90/0x300
+"""
+
+
+def kmemleak_reports_of(name, out):
+    script = f'source "{GUEST_TESTS}"; kmemleak_reports_of "$1"'
+    r = subprocess.run(["bash", "-c", script, "x", name], input=out, capture_output=True, text=True)
+    return r.stdout.strip()
+
+
+def test_kmemleak_selfcheck_counts_only_its_own_reports():
+    ours = [KMEMLEAK_REPORT.format(i=i, fn="qvp_leak_one", mod="qvp_leak") for i in range(3)]
+    other = KMEMLEAK_REPORT.format(i=9, fn="some_driver_probe", mod="other")
+    for out, want in [("".join(ours), "3"), (other + ours[0] + other + ours[1], "2"),
+                      (other, "0"), ("", "0")]:
+        got = kmemleak_reports_of("qvp_leak", out)
+        if got != want:
+            raise AssertionError(f"kmemleak_reports_of counted {got!r}, want {want}:\n{out}")
 
 
 def main():

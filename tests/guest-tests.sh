@@ -161,6 +161,13 @@ kmemleak() {
 	echo "ok 1 no kmemleak reports"
 }
 
+# kmemleak_reports_of NAME: how many reports of the kmemleak output on stdin have NAME in them
+# (in their backtrace).
+kmemleak_reports_of() {
+	awk -v name="$1" '/^unreferenced object/ { n += hit; hit = 0 } index($0, name) { hit = 1 }
+		END { print n + hit }'
+}
+
 # kmemleak itself: the objects tests/kmemleak/qvp_leak.ko leaks on purpose must all be reported,
 # each with qvp_leak in its backtrace. Runs after the real scan, which it must not pollute.
 kmemleak_selfcheck() {
@@ -190,7 +197,7 @@ kmemleak_selfcheck() {
 	out=$(cat "$kmemleak_file" 2>&1)
 	rmmod qvp_leak
 	echo clear >"$kmemleak_file"
-	found=$(awk '/^unreferenced object/ { n += hit; hit = 0 } /qvp_leak/ { hit = 1 } END { print n + hit }' <<<"$out")
+	found=$(kmemleak_reports_of qvp_leak <<<"$out")
 	if [ "$found" = "$n" ]; then
 		echo "ok 1 kmemleak reports a deliberate leak # $found of $n leaked objects reported"
 	else
