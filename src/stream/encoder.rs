@@ -5,7 +5,9 @@
 //! The record writers ([`encode_header`], [`encode_regs`], [`encode_memory`], [`encode_end`] and
 //! [`encode_raw_record`]) each write one complete record into a caller buffer. [`Encoder`] walks
 //! them in stop-copy order and keeps the counters the END record needs; pre-copy can interleave
-//! its own [`Encoder::encode_memory`] calls through the same counters.
+//! its own [`Encoder::encode_memory`] calls through the same counters, or write its whole stream
+//! in its own order through [`Encoder::encode_header`], [`Encoder::encode_memory`],
+//! [`Encoder::encode_regs`] and [`Encoder::encode_end`].
 //!
 //! A buffer of [`SCRATCH_LEN`](super::decoder::SCRATCH_LEN) bytes holds any record.
 
@@ -69,7 +71,8 @@ pub(crate) enum EncodeError {
     /// A memory range is not within the device memory.
     OutOfRange,
     /// A record where it does not belong: [`Encoder::encode_memory`] before the HEADER or after
-    /// the END record.
+    /// the END record, or another of the encoder's single-record writers out of its place; a
+    /// pre-copy plan step that is not the plan's next one.
     UnexpectedRecord,
     /// The [`Source`] failed.
     Source(SourceError),
@@ -396,6 +399,67 @@ impl Encoder {
         }
         let result = encode_memory(self.identity.mem_size, offset, len, source, crc, out);
         self.account(result)
+    }
+
+    /// Writes the HEADER record into the start of `out`, counts it and returns its length.
+    ///
+    /// This is for pre-copy, which writes its records one at a time in an order of its own; it
+    /// fails unless the HEADER is the next record, i.e. before any other call wrote a record.
+    /// Afterwards [`Encoder::next_record`] would continue with the stop-copy walk from
+    /// DEVICE_REGS on, exactly as if it had written the HEADER itself.
+    pub(crate) fn encode_header<C: Crc32c>(
+        &mut self,
+        crc: &C,
+        out: &mut [u8],
+    ) -> Result<usize, EncodeError> {
+        if self.step != Step::Header {
+            return Err(EncodeError::UnexpectedRecord);
+        }
+        let result = encode_header(self.identity, self.regs_len, crc, out);
+        let len = self.account(result)?;
+        self.step = Step::Regs;
+        Ok(len)
+    }
+
+    /// Writes the DEVICE_REGS record with the register blob `source` provides into the start of
+    /// `out`, counts it and returns its length, for a stream whose memory pre-copy sends itself
+    /// with [`Encoder::encode_memory`].
+    ///
+    /// It fails unless DEVICE_REGS is the next record of the stop-copy walk (after the HEADER,
+    /// and [`Encoder::next_record`] has not written DEVICE_REGS yet). Afterwards the walk has no
+    /// MEMORY records left: its next record is END ([`Encoder::encode_end`]).
+    pub(crate) fn encode_regs<S: Source, C: Crc32c>(
+        &mut self,
+        source: &mut S,
+        crc: &C,
+        out: &mut [u8],
+    ) -> Result<usize, EncodeError> {
+        if self.step != Step::Regs {
+            return Err(EncodeError::UnexpectedRecord);
+        }
+        let result = encode_regs(self.regs_len, source, crc, out);
+        let len = self.account(result)?;
+        self.step = Step::Memory(self.identity.mem_size);
+        Ok(len)
+    }
+
+    /// Writes the END record into the start of `out`, counts it and returns its length.
+    ///
+    /// It fails unless END is the next record of the stop-copy walk: after
+    /// [`Encoder::encode_regs`], or after the walk's last MEMORY record.
+    pub(crate) fn encode_end<C: Crc32c>(
+        &mut self,
+        crc: &C,
+        out: &mut [u8],
+    ) -> Result<usize, EncodeError> {
+        match self.step {
+            Step::Memory(offset) if offset >= self.identity.mem_size => {}
+            _ => return Err(EncodeError::UnexpectedRecord),
+        }
+        let result = encode_end(self.tally.records, self.tally.bytes, crc, out);
+        let len = self.account(result)?;
+        self.step = Step::Done;
+        Ok(len)
     }
 
     /// Writes the next record of the stop-copy stream into the start of `out` and returns its

@@ -235,3 +235,98 @@ fn interleaved_memory_records() {
     assert!(sink.mem == s.mem);
     assert_eq!(sink.calls.len(), encoder.tally().records as usize);
 }
+
+/// Pre-copy order: HEADER, MEMORY records of the caller's choice, DEVICE_REGS and END through the
+/// single-record writers, each only in its place; the stream decodes and its END counts it all.
+#[test]
+fn single_record_writers() {
+    let identity = bochs(3000);
+    let mut s = source(3000, 8);
+    let mut encoder = Encoder::new(identity, 8);
+    let mut out = vec![0u8; SCRATCH_LEN];
+    let crc = SoftCrc32c;
+    let mut stream = Vec::new();
+
+    // Only the HEADER may come first.
+    assert_eq!(
+        encoder.encode_regs(&mut s, &crc, &mut out),
+        Err(EncodeError::UnexpectedRecord)
+    );
+    assert_eq!(
+        encoder.encode_end(&crc, &mut out),
+        Err(EncodeError::UnexpectedRecord)
+    );
+    assert_eq!(encoder.tally(), Tally::default());
+    let n = encoder.encode_header(&crc, &mut out).unwrap();
+    assert_eq!(n, 60);
+    stream.extend_from_slice(&out[..n]);
+    assert_eq!(
+        encoder.encode_header(&crc, &mut out),
+        Err(EncodeError::UnexpectedRecord)
+    );
+    // END needs DEVICE_REGS first.
+    assert_eq!(
+        encoder.encode_end(&crc, &mut out),
+        Err(EncodeError::UnexpectedRecord)
+    );
+    for (offset, len) in [(0, 3000), (100, 50)] {
+        let n = encoder
+            .encode_memory(offset, len, &mut s, &crc, &mut out)
+            .unwrap();
+        stream.extend_from_slice(&out[..n]);
+    }
+    // A failed write changes nothing.
+    assert_eq!(
+        encoder.encode_regs(&mut s, &crc, &mut out[..10]),
+        Err(EncodeError::BufferTooSmall)
+    );
+    let n = encoder.encode_regs(&mut s, &crc, &mut out).unwrap();
+    assert_eq!(n, 28 + 8);
+    stream.extend_from_slice(&out[..n]);
+    assert_eq!(
+        encoder.encode_regs(&mut s, &crc, &mut out),
+        Err(EncodeError::UnexpectedRecord)
+    );
+    // Memory may still come between DEVICE_REGS and END.
+    let n = encoder
+        .encode_memory(2000, 1000, &mut s, &crc, &mut out)
+        .unwrap();
+    stream.extend_from_slice(&out[..n]);
+    let n = encoder.encode_end(&crc, &mut out).unwrap();
+    assert_eq!(n, 44);
+    stream.extend_from_slice(&out[..n]);
+    assert!(encoder.is_done());
+    assert_eq!(encoder.tally().records, 6);
+    assert_eq!(encoder.tally().bytes, stream.len() as u64);
+    assert_eq!(encoder.next_record(&mut s, &crc, &mut out), Ok(None));
+    assert_eq!(
+        encoder.encode_end(&crc, &mut out),
+        Err(EncodeError::UnexpectedRecord)
+    );
+
+    let (result, sink) = decode(identity, &stream);
+    assert_eq!(result, Ok(()));
+    assert!(sink.mem == s.mem);
+
+    // After its own HEADER, the stop-copy walk is the usual stream; END only at its end.
+    let mut encoder = Encoder::new(identity, 8);
+    let mut stream = Vec::new();
+    let n = encoder.encode_header(&crc, &mut out).unwrap();
+    stream.extend_from_slice(&out[..n]);
+    let mut records = 1;
+    while !encoder.is_done() {
+        if records < 3 {
+            assert_eq!(
+                encoder.encode_end(&crc, &mut out),
+                Err(EncodeError::UnexpectedRecord)
+            );
+        }
+        let n = encoder
+            .next_record(&mut s, &crc, &mut out)
+            .unwrap()
+            .unwrap();
+        stream.extend_from_slice(&out[..n]);
+        records += 1;
+    }
+    assert_eq!(stream, encode_stream(identity, &mut s));
+}
