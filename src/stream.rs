@@ -13,6 +13,8 @@
 //! - [`crc`] defines the CRC-32C interface both use, and a portable implementation of it.
 //! - [`coverage`] tracks which pages of the device memory a stream wrote, so that a destination
 //!   accepts the end of a stream only once all of its memory came from the source.
+//! - [`precopy`] plans a pre-copy stream over a dirty page bitmap: which record comes next, and
+//!   exactly how many bytes are still to come.
 //!
 //! This module only uses `core`: it does not allocate, has no `unsafe` code and never panics on
 //! any input. All buffers are provided by the caller. It is compiled both into the kernel module
@@ -23,6 +25,7 @@ pub(crate) mod crc;
 pub(crate) mod decoder;
 pub(crate) mod encoder;
 pub(crate) mod format;
+pub(crate) mod precopy;
 
 // The names the users of the stream need, so that they need not know the submodules. Not every
 // user needs every name.
@@ -50,5 +53,9 @@ pub(crate) use self::{
         Header,
         MAX_CHUNK,
         MAX_REGS_LEN, //
+    },
+    precopy::{
+        PreCopyPlan,
+        Step as PreCopyStep, //
     },
 };

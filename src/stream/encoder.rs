@@ -7,7 +7,7 @@
 //! them in stop-copy order and keeps the counters the END record needs; pre-copy can interleave
 //! its own [`Encoder::encode_memory`] calls through the same counters, or write its whole stream
 //! in its own order through [`Encoder::encode_header`], [`Encoder::encode_memory`],
-//! [`Encoder::encode_regs`] and [`Encoder::encode_end`].
+//! [`Encoder::encode_regs`] and [`Encoder::encode_end`] (see [`precopy`](super::precopy)).
 //!
 //! A buffer of [`SCRATCH_LEN`](super::decoder::SCRATCH_LEN) bytes holds any record.
 

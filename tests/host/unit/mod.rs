@@ -8,6 +8,7 @@ mod crc;
 mod encoder;
 mod malformed;
 mod planner;
+mod precopy;
 mod roundtrip;
 mod seeds;
 mod segmentation;
