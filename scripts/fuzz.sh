@@ -6,8 +6,8 @@
 #
 #   scripts/fuzz.sh           decode for QVP_FUZZ_RUNS executions (10 M) or QVP_FUZZ_TIME seconds
 #                             (7200), whichever comes first, then roundtrip for QVP_FUZZ_RT_TIME
-#                             seconds (600); both in one process, or in QVP_FUZZ_JOBS processes
-#                             (-fork) if set
+#                             seconds (600), then precopy for QVP_FUZZ_PC_TIME seconds (600); each
+#                             in one process, or in QVP_FUZZ_JOBS processes (-fork) if set
 #   scripts/fuzz.sh --brief   each target for QVP_FUZZ_BRIEF_TIME seconds (30), one process; writes
 #                             build/results/fuzz.results for `make check`
 #
@@ -18,7 +18,8 @@
 # The targets are built on the stable toolchain as cargo-fuzz would build them (RUSTC_BOOTSTRAP for
 # the -Z flags), into tests/host/fuzz/target. The corpora live in tests/host/fuzz/corpus/TARGET/:
 # seed inputs made from real streams (`seed-*`, written by the fuzz-seeds binary of tests/host at
-# every run), and what the fuzzer adds, kept from run to run. Neither is in git.
+# every run; precopy, whose inputs are schedules, has none), and what the fuzzer adds, kept from run
+# to run. Neither is in git.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/env.sh"
@@ -30,6 +31,7 @@ brief=
 runs=${QVP_FUZZ_RUNS:-10000000}
 decode_time=${QVP_FUZZ_TIME:-7200}
 rt_time=${QVP_FUZZ_RT_TIME:-600}
+pc_time=${QVP_FUZZ_PC_TIME:-600}
 brief_time=${QVP_FUZZ_BRIEF_TIME:-30}
 # One process by default: on 2 shared cores, -fork=2 made 1200 exec/s where one process makes 2000
 # (the jobs restart and re-run their inputs every few seconds).
@@ -155,8 +157,10 @@ run() {
 if [ -n "$brief" ]; then
 	run decode "$brief_time"
 	run roundtrip "$brief_time"
+	run precopy "$brief_time"
 else
 	run decode "$decode_time" "$runs"
 	run roundtrip "$rt_time"
+	run precopy "$pc_time"
 fi
 exit "$status"

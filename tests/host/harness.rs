@@ -3,7 +3,8 @@
 //! A `pub` interface to the stream code for the fuzzer, which cannot reach `pub(crate)` items.
 //!
 //! [`decode`] runs the decoder with a sink that checks the decoder's promises to its sink and
-//! panics if one is broken, which is what the fuzzer looks for.
+//! panics if one is broken, which is what the fuzzer looks for. [`PreCopyStream`] gives it the
+//! pre-copy plan and the encoder that writes its records.
 
 use crate::stream::{
     crc::{
@@ -15,6 +16,10 @@ use crate::stream::{
         rec,
         CRC_LEN,
         RECORD_HEADER_LEN, //
+    },
+    precopy::{
+        PreCopyPlan,
+        Step, //
     },
     DecodeError,
     Decoder,
@@ -458,5 +463,167 @@ pub fn fix_crcs(stream: &mut [u8]) {
         let sum = checksum(&SoftCrc32c, &record[..body_len]);
         record[body_len..body_len + CRC_LEN].copy_from_slice(&sum.to_le_bytes());
         pos += body_len + CRC_LEN;
+    }
+}
+
+/// A record of a pre-copy stream (see [`PreCopyStream::next`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PreCopyStep {
+    /// The HEADER record.
+    Header,
+    /// A MEMORY record with the `len` bytes at `offset`: a piece of the initial pass or a dirty
+    /// run.
+    Memory {
+        /// Where the data starts.
+        offset: u64,
+        /// The bytes of data.
+        len: usize,
+    },
+    /// The DEVICE_REGS record.
+    Regs,
+    /// The END record.
+    End,
+}
+
+impl PreCopyStep {
+    /// The crate's step.
+    fn inner(self) -> Step {
+        match self {
+            Self::Header => Step::Header,
+            Self::Memory { offset, len } => Step::Memory { offset, len },
+            Self::Regs => Step::Regs,
+            Self::End => Step::End,
+        }
+    }
+
+    /// The step of the crate's `step`.
+    fn of(step: Step) -> Self {
+        match step {
+            Step::Header => Self::Header,
+            Step::Memory { offset, len } => Self::Memory { offset, len },
+            Step::Regs => Self::Regs,
+            Step::End => Self::End,
+        }
+    }
+
+    /// Returns the first page and the number of pages a MEMORY step sends, whose dirty bits its
+    /// sender clears.
+    pub fn pages(self) -> Option<(u64, u64)> {
+        self.inner().pages().map(|run| (run.first, run.pages))
+    }
+}
+
+/// A pre-copy stream of a bochs-display device: the plan of `stream::precopy` and the
+/// [`Encoder`] that writes its records, with the plan's byte counts.
+///
+/// Panics if the plan or the encoder fail, which they must not for the steps the plan gives.
+#[derive(Clone, Copy, Debug)]
+pub struct PreCopyStream {
+    /// The plan under test.
+    plan: PreCopyPlan,
+    /// The encoder of the stream.
+    encoder: Encoder,
+    /// Length of the register blob.
+    regs_len: u32,
+}
+
+impl PreCopyStream {
+    /// A stream in PRE_COPY, before the HEADER, for `mem_size` bytes of memory and a register
+    /// blob of `regs_len` bytes (at most [`MAX_REGS_LEN`]).
+    pub fn new(mem_size: u64, regs_len: u32) -> Self {
+        let identity = DeviceIdentity {
+            kind: DeviceKind::BochsDisplay,
+            mem_size,
+        };
+        Self {
+            plan: PreCopyPlan::new(mem_size),
+            encoder: Encoder::new(identity, regs_len),
+            regs_len,
+        }
+    }
+
+    /// Returns the number of pages of the memory, bits of the dirty bitmap.
+    pub fn npages(&self) -> u64 {
+        self.plan.npages()
+    }
+
+    /// Returns the number of `u64` words of the dirty bitmap.
+    pub fn words(&self) -> usize {
+        self.plan.words()
+    }
+
+    /// Switches the stream to STOP_COPY.
+    pub fn enter_stop_copy(&mut self) {
+        self.plan.enter_stop_copy();
+    }
+
+    /// Returns whether the stream is in STOP_COPY.
+    pub fn is_stop_copy(&self) -> bool {
+        self.plan.is_stop_copy()
+    }
+
+    /// Returns whether the END record was written (or the plan moved past it).
+    pub fn is_done(&self) -> bool {
+        self.plan.is_done()
+    }
+
+    /// Returns the dirty cursor in PRE_COPY after the initial pass.
+    pub fn dirty_cursor(&self) -> Option<u64> {
+        match self.plan.phase() {
+            crate::stream::precopy::Phase::Dirty { cursor } => Some(cursor),
+            _ => None,
+        }
+    }
+
+    /// Returns the plan's `initial_bytes()`.
+    pub fn initial_bytes(&self) -> u64 {
+        self.plan.initial_bytes().expect("initial_bytes")
+    }
+
+    /// Returns the plan's `dirty_bytes()` for `bits`.
+    pub fn dirty_bytes(&self, bits: &[u64]) -> u64 {
+        self.plan.dirty_bytes(bits).expect("dirty_bytes")
+    }
+
+    /// Returns the plan's `stop_copy_bytes()` for `bits`.
+    pub fn stop_copy_bytes(&self, bits: &[u64]) -> u64 {
+        self.plan
+            .stop_copy_bytes(bits, self.regs_len)
+            .expect("stop_copy_bytes")
+    }
+
+    /// Returns the plan's next step for `bits`.
+    pub fn next(&self, bits: &[u64]) -> Option<PreCopyStep> {
+        self.plan.next(bits).expect("next").map(PreCopyStep::of)
+    }
+
+    /// Returns the length of the record of `step`, as the plan counts it.
+    pub fn record_bytes(&self, step: PreCopyStep) -> u64 {
+        step.inner()
+            .record_bytes(self.regs_len)
+            .expect("record_bytes")
+    }
+
+    /// Moves the plan past `step` without writing its record.
+    pub fn advance(&mut self, step: PreCopyStep) {
+        self.plan.advance(step.inner()).expect("advance");
+    }
+
+    /// Writes the record of `step` with the device memory `mem` and register blob `regs` into
+    /// `out`, moves the plan past it and returns the record's length.
+    pub fn write(&mut self, step: PreCopyStep, mem: &[u8], regs: &[u8], out: &mut [u8]) -> usize {
+        let mut source = SliceSource { mem, regs };
+        let n = step
+            .inner()
+            .encode(&mut self.encoder, &mut source, &SoftCrc32c, out)
+            .expect("encode");
+        assert_eq!(n as u64, self.record_bytes(step), "record length");
+        self.advance(step);
+        n
+    }
+
+    /// Returns the bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.encoder.tally().bytes
     }
 }
