@@ -73,6 +73,18 @@ out=$(grep -rnw unsafe src --include='*.rs' --exclude=vfio.rs --exclude-dir=vfio
 result "$res/lint.results" "$([ -z "$out" ] && echo ok || echo fail)" \
 	"unsafe appears only in the abstraction layer (src/vfio)" "$out"
 
+# Layers only look down (Documentation/architecture.rst): vfio < backend, stream < migration <
+# driver. A `use` or path of a layer above, outside comments, fails.
+out=$(for rule in "vfio:backend|stream|migration|driver" "backend:migration|driver" \
+	"stream:vfio|backend|migration|driver" "migration:driver"; do
+	layer=${rule%%:*}
+	# `crate::stream::...`, and `stream::{...}` inside a `use crate::{...}` group.
+	grep -rnE --include="*.rs" "crate::(${rule#*:})\b|^[[:space:]]+(${rule#*:})::" "src/$layer" "src/$layer.rs" |
+		grep -vE '^[^:]+:[0-9]+:[[:space:]]*//' || true
+done)
+result "$res/lint.results" "$([ -z "$out" ] && echo ok || echo fail)" \
+	"each layer imports only the layers below it" "$out"
+
 if [ -f tests/host/Cargo.toml ]; then
 	echo "[check] host tests (cargo test)" >&2
 	cargo test --manifest-path tests/host/Cargo.toml >"$res/host-cargo.log" 2>&1 || true

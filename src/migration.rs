@@ -52,9 +52,13 @@ use kernel::{
 use crate::{
     stream::{
         stream_len,
+        Crc32c,
         DeviceIdentity, //
     },
-    vfio::task,
+    vfio::{
+        crc::KernelCrc32c,
+        task, //
+    },
 };
 
 pub(crate) mod resume;
@@ -101,6 +105,13 @@ impl ByteSource for kernel::uaccess::UserSliceReader {
 
     fn take(&mut self, out: &mut [u8]) -> Result {
         self.read_slice(out)
+    }
+}
+
+/// The stream's CRC-32C, computed by the kernel's `crc32c()`.
+impl Crc32c for KernelCrc32c {
+    fn update(&self, crc: u32, data: &[u8]) -> u32 {
+        self.extend(crc, data)
     }
 }
 
