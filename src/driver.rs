@@ -97,7 +97,8 @@ impl VariantDriver for QemuVfioPci {
         dev_dbg!(dev.as_dev(), "closed: data files disabled\n");
     }
 
-    // The device has no DMA, so peer-to-peer quiescence is trivially real; PRE_COPY comes later.
+    // The device has no DMA, so peer-to-peer quiescence is trivially real. PRE_COPY is not
+    // advertised until the dirty tracker exists (see the tracker methods of `MigDevice` below).
     const MIGRATION_FLAGS: u32 = migration_flags::STOP_COPY | migration_flags::P2P;
 
     fn set_state(dev: &QvpDevice, new: u32) -> Result<Option<ARef<File>>> {
@@ -157,6 +158,35 @@ impl MigDevice for QvpDevice {
 
     fn next_step(&self, cur: MigState, new: u32) -> Result<MigState> {
         MigState::from_raw(self.next_state(cur.raw(), new)?).ok_or(EINVAL)
+    }
+
+    // The dirty tracker comes with the vm_ops layer (write faults on the mapped BAR and the
+    // region-write hook). Until then the driver does
+    // not advertise `VFIO_MIGRATION_PRE_COPY` (`MIGRATION_FLAGS`), so the core never plans a
+    // PRE_COPY arc and none of these is reached.
+
+    /// Not supported yet: `EOPNOTSUPP` (see above).
+    fn arm_tracking(&self, _valid: impl FnOnce() -> Result) -> Result {
+        Err(EOPNOTSUPP)
+    }
+
+    /// Nothing is ever armed (see above).
+    fn disarm_tracking(&self) {}
+
+    /// Not supported yet: `EOPNOTSUPP` (see above).
+    fn dirty_snapshot(&self, _out: &mut [u64]) -> Result {
+        Err(EOPNOTSUPP)
+    }
+
+    /// Not supported yet: `EOPNOTSUPP` (see above).
+    fn take_and_read(
+        &self,
+        _valid: impl FnOnce() -> Result,
+        _first_page: u64,
+        _pages: u64,
+        _out: &mut [u8],
+    ) -> Result {
+        Err(EOPNOTSUPP)
     }
 }
 

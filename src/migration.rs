@@ -11,6 +11,13 @@
 //! `STOP -> RESUMING` a [`resume::ResumeFile`]. Leaving the data state, a reset, and closing the
 //! device disable the file: later reads and writes fail with `ENODEV`.
 //!
+//! PRE_COPY, PRE_COPY_P2P and STOP_COPY share one saving file: `RUNNING -> PRE_COPY` and
+//! `RUNNING_P2P -> PRE_COPY_P2P` open a pre-copy [`save::SaveFile`] and arm the device's dirty
+//! tracker; `PRE_COPY <-> PRE_COPY_P2P` keep it; `PRE_COPY(_P2P) -> STOP_COPY` switches the same
+//! file to stop-copy and returns no new file; `PRE_COPY -> RUNNING` and `PRE_COPY_P2P ->
+//! RUNNING_P2P` end the session (disable the file, disarm the tracker), as a reset and a close
+//! do.
+//!
 //! # Reset
 //!
 //! `VFIO_DEVICE_RESET` reaches [`Migration::reset_done`] with vfio-pci-core's `memory_lock` held
@@ -355,18 +362,58 @@ pub(crate) trait MigDevice: Send + Sync + Sized + 'static {
 
     /// The next single step from `cur` towards `new` (`vfio_mig_get_next_state()`).
     fn next_step(&self, cur: MigState, new: u32) -> Result<MigState>;
+
+    // The dirty tracker of PRE_COPY: one bit per page of
+    // [`PAGE_SIZE`](crate::stream::precopy::PAGE_SIZE) bytes of device memory, set when a writer
+    // changes the page while tracking is armed, cleared by the sender ([`Self::take_and_read`]).
+    // The protocol code only needs this contract, not the mechanism (write faults on the mapped
+    // BAR, region writes):
+    //
+    // - A write to device memory while tracking is armed sets the bits of the pages it changes
+    //   no later than the write becomes visible to `take_and_read`.
+    // - `take_and_read` clears the bits and then reads the pages atomically with respect to
+    //   writers: a write that the read does not see sets its bit again afterwards, so no change
+    //   is ever lost between a clear and the read.
+    // - `disarm_tracking` is called from the reset path, under vfio-pci-core's `memory_lock`: it
+    //   uses atomics only and never sleeps on a lock that a writer or a reader holds.
+
+    /// Clears the dirty bitmap and starts tracking writes to device memory. `valid` is checked
+    /// as for a device access.
+    fn arm_tracking(&self, valid: impl FnOnce() -> Result) -> Result;
+
+    /// Stops tracking writes. Atomics only (see above); calling it while not armed does nothing.
+    fn disarm_tracking(&self);
+
+    /// Copies the dirty bitmap into `out`, one bit per page, page 0 in bit 0 of `out[0]`;
+    /// `out` has [`words`](crate::stream::precopy::words) of the memory size words. Touches no
+    /// device: `MIG_DATA_SIZE` and `PRECOPY_INFO` read it while the guest runs.
+    fn dirty_snapshot(&self, out: &mut [u64]) -> Result;
+
+    /// Clears the dirty bits of the `pages` pages from page `first_page` on and reads
+    /// `out.len()` bytes of device memory from the start of `first_page` (at most those pages,
+    /// the last one of the memory maybe partial), atomically with respect to writers (see
+    /// above). `valid` is checked as for a device access; if it fails, or the read fails,
+    /// nothing is cleared.
+    fn take_and_read(
+        &self,
+        valid: impl FnOnce() -> Result,
+        first_page: u64,
+        pages: u64,
+        out: &mut [u8],
+    ) -> Result;
 }
 
 /// The state under the state mutex.
 ///
 /// A data file holds a reference to the device (`MigDevice::Ref`) and the device's state holds
-/// the file: that cycle is broken whenever the state leaves STOP_COPY or RESUMING, on reset, and
+/// the file: that cycle is broken whenever the state leaves the saving states (STOP_COPY,
+/// PRE_COPY, PRE_COPY_P2P) or RESUMING, on reset, and
 /// at the latest when the device is closed, which the VFIO core does before the device can be
 /// unregistered. A file userspace keeps open after that keeps only the device's memory alive.
 struct Inner<D: MigDevice> {
     /// The current state: the last step that completed.
     state: MigState,
-    /// The open saving file, while in STOP_COPY.
+    /// The open saving file, while in STOP_COPY, PRE_COPY or PRE_COPY_P2P.
     saving: Option<Arc<SaveFile<D>>>,
     /// The open resuming file, while in RESUMING.
     resuming: Option<Arc<ResumeFile<D>>>,
@@ -388,7 +435,8 @@ impl<D: MigDevice> Inner<D> {
 ///
 /// # Invariants
 ///
-/// `inner.saving` is `Some` exactly in STOP_COPY and `inner.resuming` exactly in RESUMING.
+/// `inner.saving` is `Some` exactly in STOP_COPY, PRE_COPY and PRE_COPY_P2P, and
+/// `inner.resuming` exactly in RESUMING.
 #[pin_data]
 pub(crate) struct Migration<D: MigDevice> {
     #[pin]
@@ -527,7 +575,21 @@ impl<D: MigDevice> Migration<D> {
 
     /// The exact length of the stream a STOP_COPY would produce now (`migration_get_data_size`).
     /// Touches no device: QEMU asks while the guest runs.
+    ///
+    /// In PRE_COPY and PRE_COPY_P2P that is what the saving file would still yield if STOP_COPY
+    /// were entered now ([`SaveFile::stop_copy_size`]).
     pub(crate) fn data_size(dev: &D) -> Result<usize> {
+        let saving = {
+            let mut guard = dev.migration().lock();
+            let inner = guard.inner()?;
+            match inner.state {
+                MigState::PreCopy | MigState::PreCopyP2p => inner.saving.clone(),
+                _ => None,
+            }
+        };
+        if let Some(file) = saving {
+            return usize::try_from(file.stop_copy_size()?).map_err(|_| EOVERFLOW);
+        }
         let identity = dev.migration().identity()?;
         let regs_len = u32::try_from(dev.regs_len()).map_err(|_| EINVAL)?;
         let len = stream_len(identity, regs_len).map_err(|_| EOVERFLOW)?;
@@ -569,10 +631,27 @@ impl<D: MigDevice> Migration<D> {
                 inner.saving = Some(saving);
                 Ok(Some(file))
             }
-            Step::EndStopCopy => {
+            Step::EndStopCopy | Step::EndPreCopy => {
+                // A pre-copy file disarms the tracker as it is disabled.
                 if let Some(f) = inner.saving.take() {
                     f.disable();
                 }
+                Ok(None)
+            }
+            Step::BeginPreCopy => {
+                let (saving, file) = SaveFile::create_precopy(dev, dev.migration().identity()?)?;
+                if let Err(e) = saving.arm() {
+                    saving.disable();
+                    return Err(e);
+                }
+                // INVARIANT: `saving` is set as the state becomes PRE_COPY(_P2P).
+                inner.saving = Some(saving);
+                Ok(Some(file))
+            }
+            Step::PreCopyToStopCopy => {
+                // Nothing to stop (see above); the same file goes on, and no new one is handed
+                // out. The state mutex is held: it comes before the file's.
+                inner.saving.as_ref().ok_or(EINVAL)?.enter_stop_copy()?;
                 Ok(None)
             }
             Step::BeginResume => {
@@ -591,8 +670,6 @@ impl<D: MigDevice> Migration<D> {
                 }
                 Ok(None)
             }
-            // PRE_COPY is not advertised, so the core never plans these arcs.
-            Step::BeginPreCopy | Step::EndPreCopy | Step::PreCopyToStopCopy => Err(EINVAL),
         }
     }
 }
@@ -602,7 +679,7 @@ impl<D: MigDevice> Migration<D> {
 /// space, so the tests drive the driver objects behind them.
 #[cfg(CONFIG_KUNIT = "y")]
 impl<D: MigDevice> Migration<D> {
-    /// The open saving file: `Some` exactly in STOP_COPY.
+    /// The open saving file: `Some` exactly in STOP_COPY, PRE_COPY and PRE_COPY_P2P.
     pub(crate) fn saving_file(&self) -> Option<Arc<SaveFile<D>>> {
         let mut guard = self.lock();
         guard.inner().ok()?.saving.clone()

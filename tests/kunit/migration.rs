@@ -23,6 +23,10 @@ mod tests {
         prelude::*,
         sync::{
             aref::ARef,
+            atomic::{
+                Atomic,
+                Relaxed, //
+            },
             Arc,
             Completion,
             Mutex, //
@@ -48,6 +52,10 @@ mod tests {
             Migration, //
         },
         stream::{
+            precopy::{
+                words,
+                PAGE_SIZE, //
+            },
             DeviceIdentity,
             DeviceKind,
             MAX_CHUNK, //
@@ -65,6 +73,8 @@ mod tests {
     const SMALL_MEM: usize = 4096 + 5;
     /// The migration flags of the fake: those of the real driver.
     const FLAGS: u32 = FLAG_STOP_COPY | FLAG_P2P;
+    /// The migration flags of the pre-copy fake ([`fake_precopy`]).
+    const PRECOPY_FLAGS: u32 = FLAGS | FLAG_PRE_COPY;
     /// The states the fake supports.
     const STATES: [MigState; 5] = [
         MigState::Running,
@@ -103,6 +113,14 @@ mod tests {
         me: Option<Arc<Fake>>,
         /// How many times `identity()` read the device.
         identities: usize,
+        /// The migration flags the fake's planner uses.
+        flags: u32,
+        /// The software dirty bitmap, one bit per page ([`Fake::guest_write`] sets bits while
+        /// tracking is armed, `take_and_read` clears them).
+        dirty: KVVec<u64>,
+        /// A guest write (offset, byte) that happens right after the next `take_and_read` has
+        /// read its pages: a write during a `read()` of the data file. Taken when it happens.
+        write_on_take: Option<(usize, u8)>,
     }
 
     #[pin_data]
@@ -111,6 +129,8 @@ mod tests {
         mig: Migration<Fake>,
         #[pin]
         hw: Mutex<FakeHw>,
+        /// Whether dirty tracking is armed: an atomic, as `disarm_tracking` must be.
+        armed: Atomic<bool>,
     }
 
     /// The error the fake's `check_regs` rejects a blob with, distinct from the decoder's errors.
@@ -218,18 +238,105 @@ mod tests {
         }
 
         fn next_step(&self, cur: MigState, new: u32) -> Result<MigState> {
-            let (reset, fail_to) = {
+            let (reset, fail_to, flags) = {
                 let mut hw = self.hw.lock();
-                (core::mem::take(&mut hw.reset_in_step), hw.fail_to)
+                (core::mem::take(&mut hw.reset_in_step), hw.fail_to, hw.flags)
             };
             if reset {
                 self.mig.reset_done();
             }
-            let next = next_step(FLAGS, cur, new).ok_or(EINVAL)?;
+            let next = next_step(flags, cur, new).ok_or(EINVAL)?;
             if fail_to == Some(next) {
                 return Err(EIO);
             }
             Ok(next)
+        }
+
+        fn arm_tracking(&self, valid: impl FnOnce() -> Result) -> Result {
+            valid()?;
+            let mut hw = self.hw.lock();
+            let n = words(u64::try_from(hw.mem.len())?);
+            hw.dirty = KVVec::from_elem(0u64, n, GFP_KERNEL)?;
+            self.armed.store(true, Relaxed);
+            Ok(())
+        }
+
+        fn disarm_tracking(&self) {
+            self.armed.store(false, Relaxed);
+        }
+
+        fn dirty_snapshot(&self, out: &mut [u64]) -> Result {
+            let hw = self.hw.lock();
+            out.fill(0);
+            for (o, w) in out.iter_mut().zip(hw.dirty.iter()) {
+                *o = *w;
+            }
+            Ok(())
+        }
+
+        fn take_and_read(
+            &self,
+            valid: impl FnOnce() -> Result,
+            first_page: u64,
+            pages: u64,
+            out: &mut [u8],
+        ) -> Result {
+            valid()?;
+            let mut hw = self.hw.lock();
+            let offset = first_page.checked_mul(PAGE_SIZE).ok_or(EINVAL)?;
+            let range = mem_range(hw.mem.len(), offset, out.len())?;
+            // Under the lock that writers take: clearing and reading are atomic for them.
+            for page in first_page..first_page.saturating_add(pages) {
+                set_bit(&mut hw.dirty, page, false);
+            }
+            out.copy_from_slice(hw.mem.get(range).ok_or(EINVAL)?);
+            if let Some((at, byte)) = hw.write_on_take.take() {
+                self.write_locked(&mut hw, at, &[byte])?;
+            }
+            Ok(())
+        }
+    }
+
+    /// Sets or clears bit `page` of `bits`; a page beyond the bitmap is ignored.
+    fn set_bit(bits: &mut [u64], page: u64, on: bool) {
+        let Some(w) = usize::try_from(page / 64)
+            .ok()
+            .and_then(|i| bits.get_mut(i))
+        else {
+            return;
+        };
+        let mask = 1u64 << (page % 64);
+        if on {
+            *w |= mask;
+        } else {
+            *w &= !mask;
+        }
+    }
+
+    impl Fake {
+        /// A guest write of `data` at `offset` of the device memory: with tracking armed, it
+        /// dirties the pages it touches.
+        fn guest_write(&self, offset: usize, data: &[u8]) -> Result {
+            let mut hw = self.hw.lock();
+            self.write_locked(&mut hw, offset, data)
+        }
+
+        fn write_locked(&self, hw: &mut FakeHw, offset: usize, data: &[u8]) -> Result {
+            let range = mem_range(hw.mem.len(), u64::try_from(offset)?, data.len())?;
+            let (first, end) = (range.start, range.end);
+            hw.mem.get_mut(range).ok_or(EINVAL)?.copy_from_slice(data);
+            if self.armed.load(Relaxed) {
+                let page_size = usize::try_from(PAGE_SIZE)?;
+                for page in first / page_size..end.div_ceil(page_size) {
+                    set_bit(&mut hw.dirty, u64::try_from(page)?, true);
+                }
+            }
+            Ok(())
+        }
+
+        /// Whether dirty tracking is armed.
+        fn armed(&self) -> bool {
+            self.armed.load(Relaxed)
         }
     }
 
@@ -327,6 +434,16 @@ mod tests {
 
     /// A fake device in RUNNING with `mem_len` bytes of memory and contents made from `seed`.
     fn fake(mem_len: usize, seed: u32) -> Result<FakeDev> {
+        fake_with(mem_len, seed, FLAGS)
+    }
+
+    /// [`fake`] with PRE_COPY (and PRE_COPY_P2P) supported.
+    fn fake_precopy(mem_len: usize, seed: u32) -> Result<FakeDev> {
+        fake_with(mem_len, seed, PRECOPY_FLAGS)
+    }
+
+    /// [`fake`] with the migration flags `flags`.
+    fn fake_with(mem_len: usize, seed: u32, flags: u32) -> Result<FakeDev> {
         let mem = pattern(seed, mem_len)?;
         let mut regs = [0u8; REGS_LEN];
         regs.copy_from_slice(&pattern(seed ^ 0x5A5A_5A5A, REGS_LEN)?);
@@ -347,7 +464,11 @@ mod tests {
                     probe_result: None,
                     me: None,
                     identities: 0,
+                    flags,
+                    dirty: KVVec::new(),
+                    write_on_take: None,
                 }, "qemu_vfio_pci::kunit_fake"),
+                armed: Atomic::new(false),
             }? Error),
             GFP_KERNEL,
         )?;
@@ -1628,6 +1749,248 @@ mod tests {
         assert!(set(&dst, MigState::Stop.raw())?.is_none());
         assert!(mem_eq(&src, &dst)?);
         assert_eq!(regs(&src), regs(&dst));
+        Ok(())
+    }
+
+    // PRE_COPY.
+
+    /// One `read()` of up to `room` bytes, appended to `out`.
+    fn read_some(file: &SaveFile<Fake>, out: &mut KVVec<u8>, room: usize) -> Result<usize> {
+        file.read_into(&mut VecSink { out, room }, false)
+    }
+
+    /// `MIG_DATA_SIZE` as a `u64`.
+    fn data_size_of(dev: &Arc<Fake>) -> Result<u64> {
+        Ok(u64::try_from(Migration::<Fake>::data_size(dev)?)?)
+    }
+
+    /// The bytes of a MEMORY record with `len` bytes of data.
+    const fn mem_rec(len: u64) -> u64 {
+        36 + len
+    }
+
+    /// DEVICE_REGS and END: what STOP_COPY adds after the memory.
+    const TAIL: u64 = 28 + REGS_LEN as u64 + 44;
+
+    /// The initial bytes of a [`BIG_MEM`] stream: HEADER and three MEMORY records.
+    const BIG_INITIAL: u64 = 60 + 3 * 36 + BIG_MEM as u64;
+
+    /// A page of the memory, in bytes.
+    const PAGE: usize = 4096;
+
+    #[test]
+    fn precopy_accounting_is_exact() -> Result {
+        let dev = fake_precopy(BIG_MEM, 40)?;
+        assert!(set(&dev, MigState::PreCopy.raw())?.is_some());
+        assert!(dev.armed());
+        let file = dev.mig.saving_file().ok_or(EINVAL)?;
+        let chunk = u64::try_from(MAX_CHUNK)?;
+        let mut stream = KVVec::new();
+
+        // At entry: everything is initial; MIG_DATA_SIZE is the whole stop-copy stream.
+        assert_eq!(file.precopy_info()?, (BIG_INITIAL, 0));
+        assert_eq!(data_size_of(&dev)?, BIG_INITIAL + TAIL);
+        assert!(poll_ready(&file));
+        // Pages ahead of the initial pass are part of it.
+        dev.guest_write(5 * PAGE, &[1, 2, 3])?;
+        assert_eq!(file.precopy_info()?, (BIG_INITIAL, 0));
+
+        // Part of the HEADER: the unread rest of the staged record is initial.
+        assert_eq!(read_some(&file, &mut stream, 10)?, 10);
+        assert_eq!(file.precopy_info()?, (BIG_INITIAL - 10, 0));
+        // The rest of the HEADER and the first chunk.
+        let first = usize::try_from(50 + mem_rec(chunk))?;
+        assert_eq!(read_some(&file, &mut stream, first)?, first);
+        let left = BIG_INITIAL - 60 - mem_rec(chunk);
+        assert_eq!(file.precopy_info()?, (left, 0));
+
+        // Pages behind the pass are dirty; a page written twice counts once; a page ahead is
+        // part of the pass still.
+        dev.guest_write(3 * PAGE + 7, &[9])?;
+        dev.guest_write(3 * PAGE + 100, &[8, 8])?;
+        dev.guest_write(70 * PAGE, &[7])?;
+        assert_eq!(file.precopy_info()?, (left, mem_rec(4096)));
+        assert_eq!(data_size_of(&dev)?, left + mem_rec(4096) + TAIL);
+
+        // The rest of the initial pass, in one read: page 70 went with it.
+        let rest = usize::try_from(left)?;
+        assert_eq!(read_some(&file, &mut stream, rest)?, rest);
+        assert_eq!(file.precopy_info()?, (0, mem_rec(4096)));
+
+        // A page written while the run of page 3 is read: dirty again afterwards.
+        dev.hw.lock().write_on_take = Some((5 * PAGE, 0x55));
+        let run = usize::try_from(mem_rec(4096))?;
+        assert_eq!(read_some(&file, &mut stream, run)?, run);
+        assert_eq!(file.precopy_info()?, (0, mem_rec(4096)));
+        assert_eq!(read_some(&file, &mut stream, run)?, run);
+
+        // Caught up: ENOMSG on a read that copies nothing, not readable.
+        assert_eq!(file.precopy_info()?, (0, 0));
+        assert_eq!(data_size_of(&dev)?, TAIL);
+        assert_eq!(read_some(&file, &mut stream, 100), Err(ENOMSG));
+        assert!(!poll_ready(&file));
+
+        // Two runs, read in one call: a short count at the temporary end, then ENOMSG.
+        dev.guest_write(10 * PAGE, &[1])?;
+        dev.guest_write(20 * PAGE, &[2])?;
+        assert_eq!(file.precopy_info()?, (0, 2 * mem_rec(4096)));
+        assert!(poll_ready(&file));
+        let two = usize::try_from(2 * mem_rec(4096))?;
+        assert_eq!(read_some(&file, &mut stream, two + 1000)?, two);
+        assert_eq!(read_some(&file, &mut stream, 1), Err(ENOMSG));
+
+        // The last, partial page; a staged record's unread part is dirty.
+        dev.guest_write(BIG_MEM - 1, &[3])?;
+        let last = mem_rec(u64::try_from(BIG_MEM % PAGE)?);
+        assert_eq!(file.precopy_info()?, (0, last));
+        assert_eq!(read_some(&file, &mut stream, 10)?, 10);
+        assert_eq!(file.precopy_info()?, (0, last - 10));
+        assert_eq!(data_size_of(&dev)?, last - 10 + TAIL);
+        assert!(poll_ready(&file));
+        Ok(())
+    }
+
+    /// Whether a saving file polls readable.
+    fn poll_ready(file: &SaveFile<Fake>) -> bool {
+        file.poll_mask() & crate::vfio::data_file::poll_mask::READABLE != 0
+    }
+
+    #[test]
+    fn every_precopy_arc() -> Result {
+        let dev = fake_precopy(SMALL_MEM, 41)?;
+        let mut out = KVVec::new();
+
+        // RUNNING -> PRE_COPY -> PRE_COPY_P2P -> PRE_COPY: one file, reads go on.
+        assert!(set(&dev, MigState::PreCopy.raw())?.is_some());
+        let file = dev.mig.saving_file().ok_or(EINVAL)?;
+        assert!(dev.armed());
+        assert_eq!(read_some(&file, &mut out, 30)?, 30);
+        assert!(set(&dev, MigState::PreCopyP2p.raw())?.is_none());
+        let same = dev.mig.saving_file().ok_or(EINVAL)?;
+        assert!(Arc::ptr_eq(&file, &same));
+        assert_eq!(read_some(&file, &mut out, 30)?, 30);
+        assert!(file.precopy_info().is_ok());
+        assert!(set(&dev, MigState::PreCopy.raw())?.is_none());
+        assert!(dev.armed());
+        assert!(save_enabled(&file));
+        // PRE_COPY -> RUNNING: the session ends.
+        assert!(set(&dev, MigState::Running.raw())?.is_none());
+        assert!(dev.mig.saving_file().is_none());
+        assert!(!dev.armed());
+        assert!(save_disabled(&file));
+        assert_eq!(file.precopy_info(), Err(EINVAL));
+        // A new session: the old file stays dead.
+        assert!(set(&dev, MigState::PreCopy.raw())?.is_some());
+        assert!(dev.armed());
+        assert_eq!(file.precopy_info(), Err(ENODEV));
+        assert!(save_disabled(&file));
+
+        // RUNNING_P2P -> PRE_COPY_P2P -> RUNNING_P2P.
+        assert!(set(&dev, MigState::RunningP2p.raw())?.is_none());
+        assert!(!dev.armed());
+        assert!(set(&dev, MigState::PreCopyP2p.raw())?.is_some());
+        let file = dev.mig.saving_file().ok_or(EINVAL)?;
+        assert!(dev.armed());
+        assert!(save_enabled(&file));
+        assert!(set(&dev, MigState::RunningP2p.raw())?.is_none());
+        assert_eq!(dev.mig.get_state()?, MigState::RunningP2p.raw());
+        assert!(!dev.armed());
+        assert!(save_disabled(&file));
+
+        // PRE_COPY -> STOP_COPY (via PRE_COPY_P2P): the same file, no new one.
+        assert!(set(&dev, MigState::PreCopy.raw())?.is_some());
+        let file = dev.mig.saving_file().ok_or(EINVAL)?;
+        assert!(set(&dev, MigState::StopCopy.raw())?.is_none());
+        let same = dev.mig.saving_file().ok_or(EINVAL)?;
+        assert!(Arc::ptr_eq(&file, &same));
+        assert!(save_enabled(&file));
+        assert_eq!(file.precopy_info(), Err(EINVAL));
+        // STOP_COPY -> PRE_COPY is refused and changes nothing.
+        assert_eq!(set(&dev, MigState::PreCopy.raw()).err(), Some(EINVAL));
+        assert_eq!(set(&dev, MigState::PreCopyP2p.raw()).err(), Some(EINVAL));
+        assert_eq!(dev.mig.get_state()?, MigState::StopCopy.raw());
+        assert!(save_enabled(&file));
+        // STOP_COPY -> STOP ends it.
+        assert!(set(&dev, MigState::Stop.raw())?.is_none());
+        assert!(!dev.armed());
+        assert!(save_disabled(&file));
+
+        // A reset and a close in PRE_COPY and PRE_COPY_P2P end the session.
+        for state in [MigState::PreCopy, MigState::PreCopyP2p] {
+            for close in [false, true] {
+                set(&dev, MigState::Running.raw())?;
+                assert!(set(&dev, state.raw())?.is_some());
+                let file = dev.mig.saving_file().ok_or(EINVAL)?;
+                assert!(dev.armed());
+                if close {
+                    dev.mig.close();
+                    Migration::open(&**dev)?;
+                } else {
+                    dev.mig.reset_done();
+                }
+                assert_eq!(dev.mig.get_state()?, MigState::Running.raw());
+                assert!(dev.mig.saving_file().is_none());
+                assert!(!dev.armed());
+                assert!(save_disabled(&file));
+                assert_eq!(file.precopy_info(), Err(EINVAL));
+                assert!(!file.holds_buffer());
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn precopy_stream_resumes_into_a_second_fake() -> Result {
+        let src = fake_precopy(BIG_MEM, 42)?;
+        let dst = fake(BIG_MEM, 43)?;
+        let mut stream = KVVec::new();
+        assert!(set(&src, MigState::PreCopy.raw())?.is_some());
+        let file = src.mig.saving_file().ok_or(EINVAL)?;
+
+        // Part of the initial pass; writes behind and ahead of it, one page twice.
+        assert_eq!(read_some(&file, &mut stream, 300_001)?, 300_001);
+        src.guest_write(2 * PAGE + 1, &[0xA1; 300])?;
+        src.guest_write(100 * PAGE, &KVVec::from_elem(0xA2u8, 5000, GFP_KERNEL)?)?;
+        src.guest_write(2 * PAGE + 2000, &[0xA3; 10])?;
+        // Up to the temporary end, in odd pieces.
+        loop {
+            match read_some(&file, &mut stream, 65_537) {
+                Ok(_) => {}
+                Err(e) if e == ENOMSG => break,
+                Err(e) => return Err(e),
+            }
+        }
+        assert_eq!(file.precopy_info()?, (0, 0));
+        // More writes, one during a read, then PRE_COPY_P2P: reads go on.
+        src.guest_write(0, &KVVec::from_elem(0xB1u8, 70 * PAGE, GFP_KERNEL)?)?;
+        src.hw.lock().write_on_take = Some((129 * PAGE + 3, 0xB2));
+        assert!(set(&src, MigState::PreCopyP2p.raw())?.is_none());
+        assert_eq!(read_some(&file, &mut stream, 1000)?, 1000);
+        src.guest_write(64 * PAGE - 1, &[0xB3; 2])?;
+        // What STOP_COPY will yield.
+        let size = usize::try_from(data_size_of(&src)?)?;
+        assert!(set(&src, MigState::StopCopy.raw())?.is_none());
+        let before = stream.len();
+        let mut i = 0usize;
+        loop {
+            // Never ENOMSG in STOP_COPY.
+            let n = read_some(&file, &mut stream, [7usize, 4093, 65_537][i % 3])?;
+            if n == 0 {
+                break;
+            }
+            i += 1;
+        }
+        assert_eq!(stream.len() - before, size);
+        assert_eq!(read_some(&file, &mut stream, 10)?, 0);
+
+        // The destination gets the source's final memory and registers.
+        assert!(set(&dst, MigState::Stop.raw())?.is_none());
+        assert!(set(&dst, MigState::Resuming.raw())?.is_some());
+        let resume = dst.mig.resuming_file().ok_or(EINVAL)?;
+        feed(&resume, &stream, &[3, 262_147, 11, 99_999])?;
+        assert!(set(&dst, MigState::Stop.raw())?.is_none());
+        assert!(mem_eq(&src, &dst)?);
+        assert!(regs(&dst) == regs(&src));
         Ok(())
     }
 }
