@@ -152,7 +152,8 @@ static inline int pci_driver_of(const char *bdf, char *buf, size_t len)
 		return -errno;
 	link[n] = 0;
 	base = strrchr(link, '/');
-	snprintf(buf, len, "%s", base ? base + 1 : link);
+	if (snprintf(buf, len, "%s", base ? base + 1 : link) >= (int)len)
+		return -ENAMETOOLONG;
 	return 0;
 }
 
