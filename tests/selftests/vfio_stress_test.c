@@ -76,6 +76,45 @@ static unsigned int nbdfs;
 /* Small helpers                                                          */
 /* ---------------------------------------------------------------------- */
 
+static int write_file(const char *path, const char *val)
+{
+	int fd = open(path, O_WRONLY);
+	ssize_t n;
+	int err;
+
+	if (fd < 0)
+		return -errno;
+	n = write(fd, val, strlen(val));
+	err = n < 0 ? -errno : 0;
+	close(fd);
+	return err;
+}
+
+/* Read @path into @buf (NUL-terminated, trailing newline removed). */
+static int read_file(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, len - 1);
+	close(fd);
+	if (n < 0)
+		return -errno;
+	buf[n] = 0;
+	while (n > 0 && buf[n - 1] == '\n')
+		buf[--n] = 0;
+	return 0;
+}
+
+static void sleep_ms(unsigned int ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
 /* Length of the stream record at @off of @buf, or 0 if not complete there. */
 static size_t rec_len_at(const __u8 *buf, size_t len, size_t off)
 {
@@ -127,6 +166,115 @@ static ssize_t check_mem_records(const __u8 *buf, size_t len, const __u8 *pat,
 		off += REC_HDR + plen + 4;
 	}
 	return checked;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Kernel log                                                             */
+/* ---------------------------------------------------------------------- */
+
+static const char *const splat_patterns[] = {
+	"WARNING:", "BUG:", "BUG ", "Oops", "general protection",
+	"KASAN", "UBSAN", "kmemleak", "possible circular locking",
+	"possible recursive locking", "inconsistent lock state",
+	"lockdep", "DEBUG_LOCKS_WARN_ON", "suspicious RCU usage",
+	"CFI failure", "list_add corruption", "list_del corruption",
+	"refcount_t:", "blocked for more than", "soft lockup",
+	"hard LOCKUP", "rcu_sched detected stalls", "sleeping function called",
+	"scheduling while atomic",
+};
+
+struct kmsg_stats {
+	unsigned int lines, splats;
+	unsigned int injected;		/* FAULT_INJECTION: forcing a failure */
+	unsigned int failslab, fail_page_alloc, fail_usercopy;
+	unsigned int alloc_warnings;	/* warn_alloc() after an injection */
+};
+
+/* /dev/kmsg positioned at its end, or -1 (the log checks then skip). */
+static int kmsg_open(void)
+{
+	int fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+
+	if (fd >= 0)
+		lseek(fd, 0, SEEK_END);
+	return fd;
+}
+
+static void kmsg_mark(const char *what)
+{
+	char buf[160];
+	int fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	snprintf(buf, sizeof(buf), "vfio_stress_test: %s\n", what);
+	/* the marker only helps reading the log: a failure does not matter */
+	if (write(fd, buf, strlen(buf)) < 0)
+		errno = 0;
+	close(fd);
+}
+
+/*
+ * Read what the kernel logged since the last call and classify it; log and
+ * count the splats.  Allocation failure reports (warn_alloc) are counted
+ * apart: they are the kernel's normal reaction to an injected failure.
+ */
+static void kmsg_drain(struct __test_metadata *_metadata, int fd,
+		       struct kmsg_stats *st)
+{
+	char rec[8192];
+
+	if (fd < 0)
+		return;
+	for (;;) {
+		ssize_t n = read(fd, rec, sizeof(rec) - 1);
+		const char *msg;
+		unsigned int i;
+
+		if (n < 0 && errno == EPIPE)
+			continue;	/* overwritten records: go on */
+		if (n <= 0)
+			break;
+		rec[n] = 0;
+		msg = strchr(rec, ';');
+		msg = msg ? msg + 1 : rec;
+		st->lines++;
+		if (strstr(msg, "FAULT_INJECTION: forcing a failure")) {
+			st->injected++;
+			if (strstr(msg, "name failslab"))
+				st->failslab++;
+			else if (strstr(msg, "name fail_page_alloc"))
+				st->fail_page_alloc++;
+			else if (strstr(msg, "name fail_usercopy"))
+				st->fail_usercopy++;
+		}
+		if (strstr(msg, "page allocation failure") ||
+		    strstr(msg, "vmalloc error"))
+			st->alloc_warnings++;
+		for (i = 0; i < ARRAY_SIZE(splat_patterns); i++) {
+			if (!strstr(msg, splat_patterns[i]))
+				continue;
+			st->splats++;
+			TH_LOG("kernel: %.*s", (int)strcspn(msg, "\n"), msg);
+			break;
+		}
+	}
+}
+
+/* EXPECT that nothing bad was logged since @fd was opened or last drained. */
+static void expect_clean_kmsg(struct __test_metadata *_metadata, int fd)
+{
+	struct kmsg_stats st = { 0 };
+
+	if (fd < 0) {
+		TH_LOG("no /dev/kmsg: the kernel log is not checked");
+		return;
+	}
+	kmsg_drain(_metadata, fd, &st);
+	EXPECT_EQ(0, st.splats) {
+		TH_LOG("%u kernel log reports (above) during the test",
+		       st.splats);
+	}
 }
 
 /* ---------------------------------------------------------------------- */
