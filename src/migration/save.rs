@@ -338,6 +338,19 @@ impl<D: MigDevice> SaveFile<D> {
         }
     }
 
+    /// Runs `f` on the pre-copy state, its bitmap snapshot just taken, and the unread bytes of
+    /// the staged record, under the file's mutex: what the byte counts of a pre-copy file are
+    /// computed from. `ENODEV` once disabled, `EINVAL` for a plain stop-copy file.
+    fn with_snapshot<R>(&self, f: impl FnOnce(&PreCopy, u64) -> Result<R>) -> Result<R> {
+        self.state.check_on(&*self.dev)?;
+        let mut guard = self.state.lock(&self.inner, false)?;
+        let inner = guard.get()?;
+        let unread = inner.unread();
+        let pc = inner.precopy.as_mut().ok_or(EINVAL)?;
+        self.dev.dirty_snapshot(&mut pc.bits)?;
+        f(pc, unread)
+    }
+
     /// `VFIO_MIG_GET_PRECOPY_INFO`: `(initial_bytes, dirty_bytes)`, the stream bytes still to
     /// come of the initial part and of the dirty runs, with the unread part of the staged record.
     ///
@@ -358,36 +371,28 @@ impl<D: MigDevice> SaveFile<D> {
         ) {
             return Err(EINVAL);
         }
-        self.state.check_on(&*self.dev)?;
-        let mut guard = self.state.lock(&self.inner, false)?;
-        let inner = guard.get()?;
-        let unread = inner.unread();
-        let pc = inner.precopy.as_mut().ok_or(EINVAL)?;
-        self.dev.dirty_snapshot(&mut pc.bits)?;
-        let overflow = |_| EOVERFLOW;
-        let initial = pc.plan.initial_bytes().map_err(overflow)?;
-        let dirty = pc.plan.dirty_bytes(&pc.bits).map_err(overflow)?;
-        Ok(if pc.staged_initial {
-            (initial.checked_add(unread).ok_or(EOVERFLOW)?, dirty)
-        } else {
-            (initial, dirty.checked_add(unread).ok_or(EOVERFLOW)?)
+        self.with_snapshot(|pc, unread| {
+            let overflow = |_| EOVERFLOW;
+            let initial = pc.plan.initial_bytes().map_err(overflow)?;
+            let dirty = pc.plan.dirty_bytes(&pc.bits).map_err(overflow)?;
+            Ok(if pc.staged_initial {
+                (initial.checked_add(unread).ok_or(EOVERFLOW)?, dirty)
+            } else {
+                (initial, dirty.checked_add(unread).ok_or(EOVERFLOW)?)
+            })
         })
     }
 
     /// `MIG_DATA_SIZE` of a pre-copy file: the bytes a STOP_COPY entered now would still yield,
     /// with the unread part of the staged record. Touches no device. `ENODEV` once disabled.
     pub(crate) fn stop_copy_size(&self) -> Result<u64> {
-        self.state.check_on(&*self.dev)?;
-        let mut guard = self.state.lock(&self.inner, false)?;
-        let inner = guard.get()?;
-        let unread = inner.unread();
-        let pc = inner.precopy.as_mut().ok_or(EINVAL)?;
-        self.dev.dirty_snapshot(&mut pc.bits)?;
-        pc.plan
-            .stop_copy_bytes(&pc.bits, pc.regs_len)
-            .ok()
-            .and_then(|n| n.checked_add(unread))
-            .ok_or(EOVERFLOW)
+        self.with_snapshot(|pc, unread| {
+            pc.plan
+                .stop_copy_bytes(&pc.bits, pc.regs_len)
+                .ok()
+                .and_then(|n| n.checked_add(unread))
+                .ok_or(EOVERFLOW)
+        })
     }
 
     /// The poll mask: a pre-copy file in PRE_COPY is readable only when a read would return

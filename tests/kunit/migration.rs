@@ -1637,20 +1637,20 @@ mod tests {
         Ok(())
     }
 
-    /// A [`ByteSink`] that appends to a vector and raises a fatal signal on the current task
-    /// (the test's) once it took a first chunk: `kill -9` arriving during a long `read()`.
+    /// A [`VecSink`] that raises a fatal signal on the current task (the test's) once it took a
+    /// first chunk: `kill -9` arriving during a long `read()`.
     struct KillSink<'a> {
-        out: &'a mut KVVec<u8>,
+        out: VecSink<'a>,
         signal: Option<FatalSignal>,
     }
 
     impl ByteSink for KillSink<'_> {
         fn room(&self) -> usize {
-            usize::MAX
+            self.out.room()
         }
 
         fn put(&mut self, data: &[u8]) -> Result {
-            self.out.extend_from_slice(data, GFP_KERNEL)?;
+            self.out.put(data)?;
             if self.signal.is_none() {
                 self.signal = Some(FatalSignal::raise()?);
             }
@@ -1658,21 +1658,19 @@ mod tests {
         }
     }
 
-    /// A [`ByteSource`] over a slice that raises a fatal signal once it gave a first chunk.
+    /// A [`SliceSource`] that raises a fatal signal once it gave a first chunk.
     struct KillSource<'a> {
-        data: &'a [u8],
+        input: SliceSource<'a>,
         signal: Option<FatalSignal>,
     }
 
     impl ByteSource for KillSource<'_> {
         fn left(&self) -> usize {
-            self.data.len()
+            self.input.left()
         }
 
         fn take(&mut self, out: &mut [u8]) -> Result {
-            let (now, rest) = self.data.split_at_checked(out.len()).ok_or(EXDEV)?;
-            out.copy_from_slice(now);
-            self.data = rest;
+            self.input.take(out)?;
             if self.signal.is_none() {
                 self.signal = Some(FatalSignal::raise()?);
             }
@@ -1708,7 +1706,10 @@ mod tests {
         let mut got = KVVec::new();
         let result = save.read_into(
             &mut KillSink {
-                out: &mut got,
+                out: VecSink {
+                    out: &mut got,
+                    room: usize::MAX,
+                },
                 signal: None,
             },
             false,
@@ -1732,7 +1733,7 @@ mod tests {
             assert!(result == Err(EINTR));
         }
         let mut input = KillSource {
-            data: &stream,
+            input: SliceSource { data: &stream },
             signal: None,
         };
         let result = resume.write_from(&mut input, false);
