@@ -7,6 +7,7 @@
 #ifndef QVP_HELPERS_H
 #define QVP_HELPERS_H
 
+#include <linux/mm_types.h>
 #include <linux/types.h>
 #include <linux/vfio.h>
 
@@ -28,6 +29,19 @@ int qvp_test_raise_fatal_signal(void);
 /* Undoes it: flushes the pending signals and ignores SIGKILL again (disallow_signal()). */
 void qvp_test_clear_fatal_signal(void);
 #endif
+
+/*
+ * Write tracking of a BAR mapping: vmf_insert_pfn() with the VMA's protection, made writable (as
+ * far as the VMA allows) if @writable; the wait queue of poll() on a data file.
+ */
+struct vm_fault;
+struct wait_queue_head;
+struct poll_table_struct;
+struct file;
+vm_fault_t qvp_vmf_insert_pfn(struct vm_fault *vmf, unsigned long pfn, bool writable);
+void qvp_init_waitqueue_head(struct wait_queue_head *wq);
+void qvp_poll_wait(struct file *file, struct wait_queue_head *wq, struct poll_table_struct *pt);
+void qvp_wake_up_poll(struct wait_queue_head *wq, __poll_t mask);
 
 /**
  * struct qvp_migration_ops - the migration ops of a device, with integer-typed callbacks

@@ -2,7 +2,9 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # `make bench`: migration throughput in the test guest for 16 MiB and 256 MiB of VRAM, next to
-# plain memory copies of the same size measured in the same run (tests/bench/mig_bench.c).
+# plain memory copies of the same size measured in the same run (tests/bench/mig_bench.c), and
+# PRE_COPY against STOP_COPY alone with a writer dirtying 1 % and 10 % of VRAM per second
+# (tests/bench/precopy_bench.c).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/env.sh"
@@ -13,5 +15,6 @@ cd "$repo"
 kbuild=$("$here/build-kernel.sh")
 make -s -C tests/bench KHDR="$kbuild/usr/include"
 for vgamem in ${QVP_BENCH_SIZES:-16M 256M}; do
-	tests/vm/run --vgamem "$vgamem" --memory 2G -- sh -c 'tests/bench/mig_bench $QVP_BDFS'
+	tests/vm/run --vgamem "$vgamem" --memory 2G -- \
+		sh -c 'tests/bench/mig_bench $QVP_BDFS && tests/bench/precopy_bench $QVP_BDFS'
 done

@@ -23,6 +23,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// The device kind recorded in the stream header.
     const KIND: DeviceKind;
 
+    /// The BAR that holds the device memory, byte for byte: memory offset `o` is offset `o` of
+    /// the BAR. Userspace writes it through a mapping or the device fd while the device runs, so
+    /// PRE_COPY tracks its writes per page.
+    const MEMORY_BAR: u32;
+
     /// Length of the register blob this backend saves (<= crate::stream::MAX_REGS_LEN, 256).
     const REGS_LEN: usize;
 

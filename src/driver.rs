@@ -34,12 +34,19 @@ use crate::{
         MigDevice,
         Migration, //
     },
-    stream::DeviceIdentity,
+    stream::{
+        precopy::PAGE_SIZE,
+        DeviceIdentity, //
+    },
     vfio::{
         device::{
             migration_flags,
             Device,
             VariantDriver, //
+        },
+        dirty::{
+            self,
+            PollTable, //
         },
         pci_driver::{
             DeviceId,
@@ -66,6 +73,8 @@ const _: () = {
     assert!(FLAG_STOP_COPY == migration_flags::STOP_COPY);
     assert!(FLAG_P2P == migration_flags::P2P);
     assert!(FLAG_PRE_COPY == migration_flags::PRE_COPY);
+    // The stream's pages are the tracker's: a dirty bit stands for one stream page.
+    assert!(PAGE_SIZE == dirty::PAGE_SIZE as u64);
 };
 
 /// The variant driver.
@@ -97,9 +106,12 @@ impl VariantDriver for QemuVfioPci {
         dev_dbg!(dev.as_dev(), "closed: data files disabled\n");
     }
 
-    // The device has no DMA, so peer-to-peer quiescence is trivially real. PRE_COPY is not
-    // advertised until the dirty tracker exists (see the tracker methods of `MigDevice` below).
-    const MIGRATION_FLAGS: u32 = migration_flags::STOP_COPY | migration_flags::P2P;
+    // The device has no DMA, so peer-to-peer quiescence is trivially real. PRE_COPY tracks the
+    // writes to the device memory's BAR per page (`crate::vfio::dirty`).
+    const MIGRATION_FLAGS: u32 =
+        migration_flags::STOP_COPY | migration_flags::P2P | migration_flags::PRE_COPY;
+
+    const TRACKED_BAR: Option<u32> = Some(DeviceBackend::MEMORY_BAR);
 
     fn set_state(dev: &QvpDevice, new: u32) -> Result<Option<ARef<File>>> {
         Migration::<QvpDevice>::set_state(&ARef::from(dev), new)
@@ -160,33 +172,47 @@ impl MigDevice for QvpDevice {
         MigState::from_raw(self.next_state(cur.raw(), new)?).ok_or(EINVAL)
     }
 
-    // The dirty tracker comes with the vm_ops layer (write faults on the mapped BAR and the
-    // region-write hook). Until then the driver does
-    // not advertise `VFIO_MIGRATION_PRE_COPY` (`MIGRATION_FLAGS`), so the core never plans a
-    // PRE_COPY arc and none of these is reached.
+    // PRE_COPY's dirty tracker: write faults on the mapped BAR and region writes mark its pages
+    // (`crate::vfio::dirty`); device memory offsets are BAR offsets (`Backend::MEMORY_BAR`).
 
-    /// Not supported yet: `EOPNOTSUPP` (see above).
-    fn arm_tracking(&self, _valid: impl FnOnce() -> Result) -> Result {
-        Err(EOPNOTSUPP)
+    fn arm_tracking(&self, valid: impl FnOnce() -> Result) -> Result {
+        self.arm_write_tracking(valid)
     }
 
-    /// Nothing is ever armed (see above).
-    fn disarm_tracking(&self) {}
-
-    /// Not supported yet: `EOPNOTSUPP` (see above).
-    fn dirty_snapshot(&self, _out: &mut [u64]) -> Result {
-        Err(EOPNOTSUPP)
+    fn disarm_tracking(&self) {
+        self.disarm_write_tracking();
     }
 
-    /// Not supported yet: `EOPNOTSUPP` (see above).
+    fn dirty_snapshot(&self, out: &mut [u64]) -> Result {
+        self.copy_dirty_bits(out);
+        Ok(())
+    }
+
     fn take_and_read(
         &self,
-        _valid: impl FnOnce() -> Result,
-        _first_page: u64,
-        _pages: u64,
-        _out: &mut [u8],
+        valid: impl FnOnce() -> Result,
+        first_page: u64,
+        pages: u64,
+        out: &mut [u8],
     ) -> Result {
-        Err(EOPNOTSUPP)
+        let offset = first_page.checked_mul(PAGE_SIZE).ok_or(EINVAL)?;
+        let first = usize::try_from(first_page).map_err(|_| EINVAL)?;
+        let pages = usize::try_from(pages).map_err(|_| EINVAL)?;
+        self.take_dirty(valid, first, pages, |io| {
+            DeviceBackend::read_memory(io, offset, out)
+        })
+    }
+
+    fn poll_wait(&self, table: &PollTable<'_>) {
+        self.register_poller(table);
+    }
+
+    fn wake_pollers(&self) {
+        self.wake_file_pollers();
+    }
+
+    fn precopy_info_v2(&self) -> bool {
+        Device::precopy_info_v2(self)
     }
 }
 

@@ -5,9 +5,12 @@
  */
 #include <linux/build_bug.h>
 #include <linux/container_of.h>
+#include <linux/mm.h>
+#include <linux/poll.h>
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
 #include <linux/vfio.h>
+#include <linux/wait.h>
 #include "qvp_helpers.h"
 
 void qvp_vfio_put_device(struct vfio_device *device)
@@ -70,4 +73,40 @@ int qvp_migration_get_state(struct vfio_device *vdev, enum vfio_device_mig_state
 	if (!ret)
 		*curr_state = state;
 	return ret;
+}
+
+/*
+ * Write tracking of a BAR mapping (src/vfio/dirty.rs, src/vfio/device.rs).
+ */
+
+/*
+ * vmf_insert_pfn() with the VMA's page protection, or, if @writable, with it made writable as far
+ * as the VMA allows (a write-notify VMA's vm_page_prot is read-only): pgprot_modify() keeps the
+ * cache and encryption bits vfio-pci-core set, as vma_set_page_prot() does.
+ */
+vm_fault_t qvp_vmf_insert_pfn(struct vm_fault *vmf, unsigned long pfn, bool writable)
+{
+	struct vm_area_struct *vma = vmf->vma;
+	pgprot_t prot = vma->vm_page_prot;
+
+	if (writable)
+		prot = pgprot_modify(prot, vm_get_page_prot(vma->vm_flags));
+	return vmf_insert_pfn_prot(vma, vmf->address, pfn, prot);
+}
+
+void qvp_init_waitqueue_head(struct wait_queue_head *wq)
+{
+	init_waitqueue_head(wq);
+}
+
+void qvp_poll_wait(struct file *file, struct wait_queue_head *wq, struct poll_table_struct *pt)
+{
+	poll_wait(file, wq, pt);
+}
+
+/* wake_up_poll(), only if somebody waits (wq_has_sleeper() has the barrier poll_wait() pairs with). */
+void qvp_wake_up_poll(struct wait_queue_head *wq, __poll_t mask)
+{
+	if (wq_has_sleeper(wq))
+		wake_up_poll(wq, mask);
 }

@@ -64,6 +64,7 @@ use crate::{
     },
     vfio::{
         crc::KernelCrc32c,
+        dirty::PollTable,
         task, //
     },
 };
@@ -374,11 +375,12 @@ pub(crate) trait MigDevice: Send + Sync + Sized + 'static {
     // - `take_and_read` clears the bits and then reads the pages atomically with respect to
     //   writers: a write that the read does not see sets its bit again afterwards, so no change
     //   is ever lost between a clear and the read.
+    // - Until a page is first taken after arming, its bit means nothing: the initial pass of a
+    //   pre-copy stream takes every page, and the stream only looks at the bits of pages it sent.
     // - `disarm_tracking` is called from the reset path, under vfio-pci-core's `memory_lock`: it
     //   uses atomics only and never sleeps on a lock that a writer or a reader holds.
 
-    /// Clears the dirty bitmap and starts tracking writes to device memory. `valid` is checked
-    /// as for a device access.
+    /// Starts tracking writes to device memory. `valid` is checked as for a device access.
     fn arm_tracking(&self, valid: impl FnOnce() -> Result) -> Result;
 
     /// Stops tracking writes. Atomics only (see above); calling it while not armed does nothing.
@@ -393,7 +395,8 @@ pub(crate) trait MigDevice: Send + Sync + Sized + 'static {
     /// `out.len()` bytes of device memory from the start of `first_page` (at most those pages,
     /// the last one of the memory maybe partial), atomically with respect to writers (see
     /// above). `valid` is checked as for a device access; if it fails, or the read fails,
-    /// nothing is cleared.
+    /// nothing is cleared. At most [`MAX_RUN_PAGES`](crate::stream::precopy::MAX_RUN_PAGES)
+    /// pages.
     fn take_and_read(
         &self,
         valid: impl FnOnce() -> Result,
@@ -401,6 +404,18 @@ pub(crate) trait MigDevice: Send + Sync + Sized + 'static {
         pages: u64,
         out: &mut [u8],
     ) -> Result;
+
+    /// Adds a `poll()` caller of a data file to the waiters that [`Self::wake_pollers`] and a
+    /// page becoming dirty while tracking is armed wake.
+    fn poll_wait(&self, table: &PollTable<'_>);
+
+    /// Wakes the `poll()` callers of the device's data files: a file changed state. Takes no
+    /// sleeping lock: the reset path calls it.
+    fn wake_pollers(&self);
+
+    /// Whether userspace opted in to `VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2`: the `flags` of
+    /// `VFIO_MIG_GET_PRECOPY_INFO` are then an output.
+    fn precopy_info_v2(&self) -> bool;
 }
 
 /// The state under the state mutex.
@@ -577,13 +592,16 @@ impl<D: MigDevice> Migration<D> {
     /// Touches no device: QEMU asks while the guest runs.
     ///
     /// In PRE_COPY and PRE_COPY_P2P that is what the saving file would still yield if STOP_COPY
-    /// were entered now ([`SaveFile::stop_copy_size`]).
+    /// were entered now ([`SaveFile::stop_copy_size`]), and in a STOP_COPY that followed them what
+    /// it still yields.
     pub(crate) fn data_size(dev: &D) -> Result<usize> {
         let saving = {
             let mut guard = dev.migration().lock();
             let inner = guard.inner()?;
             match inner.state {
-                MigState::PreCopy | MigState::PreCopyP2p => inner.saving.clone(),
+                MigState::PreCopy | MigState::PreCopyP2p | MigState::StopCopy => {
+                    inner.saving.clone().filter(|f| f.is_precopy())
+                }
                 _ => None,
             }
         };

@@ -16,6 +16,8 @@
 //!   `struct vfio_pci_core_device`, and the `struct vfio_device_ops` table built on
 //!   `vfio_pci_core_*`, so the device behaves exactly as under plain vfio-pci;
 //! - [`data_file`]: the anonymous-inode files of migration data;
+//! - [`dirty`]: write tracking of a BAR's user mappings and region writes, per page (the dirty
+//!   tracker of PRE_COPY), with the `vm_operations_struct` of a tracked BAR in [`device`];
 //! - [`crc`]: the kernel's CRC-32C; [`task`]: fatal signals and rescheduling.
 //!
 //! This layer knows nothing of the layers above it (the protocol, the backends, the driver).
@@ -26,5 +28,7 @@ mod bindings;
 pub(crate) mod crc;
 pub(crate) mod data_file;
 pub(crate) mod device;
+pub(crate) mod dirty;
 pub(crate) mod pci_driver;
 pub(crate) mod task;
+mod uapi;

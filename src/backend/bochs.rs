@@ -296,6 +296,9 @@ fn vram_offset(io: &DeviceIo<'_>, offset: u64, len: usize) -> Result<usize> {
 impl Backend for Bochs {
     const KIND: DeviceKind = DeviceKind::BochsDisplay;
 
+    /// VRAM is BAR0, byte for byte ([`Bochs::read_memory`]).
+    const MEMORY_BAR: u32 = VRAM_BAR;
+
     const REGS_LEN: usize = blob::LEN;
 
     /// Returns the length of BAR0, after checking that `VIDEO_MEMORY_64K` agrees with it

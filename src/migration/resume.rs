@@ -59,6 +59,7 @@ use crate::{
             DataFile,
             Direction, //
         },
+        dirty::PollTable,
     },
 };
 
@@ -286,7 +287,7 @@ impl<D: MigDevice> DataFile for ResumeFile<D> {
         this.write_from(input, nonblock)
     }
 
-    fn poll(this: ArcBorrow<'_, Self>) -> u32 {
+    fn poll(this: ArcBorrow<'_, Self>, _table: &PollTable<'_>) -> u32 {
         // Writes never wait for the device: the file is always writable until disabled.
         this.state
             .poll_mask(this.dev.migration().session(), poll_mask::WRITABLE)

@@ -63,9 +63,12 @@ use crate::{
         data_file::{
             self,
             poll_mask,
+            precopy_info_ioctl,
             DataFile,
-            Direction, //
+            Direction,
+            MIG_GET_PRECOPY_INFO, //
         },
+        dirty::PollTable,
     },
 };
 
@@ -274,6 +277,11 @@ impl<D: MigDevice> SaveFile<D> {
         Ok((this, file))
     }
 
+    /// Whether this is a pre-copy file (opened by `RUNNING -> PRE_COPY`).
+    pub(crate) fn is_precopy(&self) -> bool {
+        self.tracked
+    }
+
     /// Arms the device's dirty tracker for a pre-copy file.
     pub(crate) fn arm(&self) -> Result {
         if !self.tracked {
@@ -285,9 +293,13 @@ impl<D: MigDevice> SaveFile<D> {
     /// `PRE_COPY(_P2P) -> STOP_COPY`: the same stream goes on to its end (see the module docs).
     /// Takes the file's mutex: the caller holds the state mutex, which comes first.
     pub(crate) fn enter_stop_copy(&self) -> Result {
-        let mut guard = self.state.lock(&self.inner, false)?;
-        let inner = guard.get()?;
-        inner.precopy.as_mut().ok_or(EINVAL)?.plan.enter_stop_copy();
+        {
+            let mut guard = self.state.lock(&self.inner, false)?;
+            let inner = guard.get()?;
+            inner.precopy.as_mut().ok_or(EINVAL)?.plan.enter_stop_copy();
+        }
+        // The stream is readable for good now: wake a poller that waits for dirty pages.
+        self.dev.wake_pollers();
         Ok(())
     }
 
@@ -356,12 +368,6 @@ impl<D: MigDevice> SaveFile<D> {
     ///
     /// `EINVAL` unless the device is in PRE_COPY or PRE_COPY_P2P; `ENODEV` once the file is
     /// disabled. Takes the state mutex, then the file's mutex.
-    // The `VFIO_MIG_GET_PRECOPY_INFO` ioctl on the data file is not wired yet: PRE_COPY is not
-    // advertised (see `crate::driver`), and the KUnit tests call this directly.
-    #[cfg_attr(
-        not(CONFIG_KUNIT = "y"),
-        expect(dead_code, reason = "the ioctl comes with the dirty tracker")
-    )]
     pub(crate) fn precopy_info(&self) -> Result<(u64, u64)> {
         let mig = self.dev.migration();
         let mut state = mig.lock();
@@ -398,7 +404,8 @@ impl<D: MigDevice> SaveFile<D> {
     /// The poll mask: a pre-copy file in PRE_COPY is readable only when a read would return
     /// data; otherwise, data or the permanent end of the stream is always available at once.
     ///
-    /// Nobody wakes a poller when a page is dirtied yet: that comes with the real tracker.
+    /// A poller is woken when a page becomes dirty (by the device's tracker), when the file
+    /// enters STOP_COPY and when it is disabled.
     pub(crate) fn poll_mask(&self) -> u32 {
         let session = self.dev.migration().session();
         let ready = if self.has_data() {
@@ -508,6 +515,7 @@ impl<D: MigDevice> SaveFile<D> {
         if self.tracked {
             self.dev.disarm_tracking();
         }
+        self.dev.wake_pollers();
     }
 
     /// Whether the staging buffer is allocated (for the tests).
@@ -531,7 +539,18 @@ impl<D: MigDevice> DataFile for SaveFile<D> {
         Err(EBADF)
     }
 
-    fn poll(this: ArcBorrow<'_, Self>) -> u32 {
+    fn poll(this: ArcBorrow<'_, Self>, table: &PollTable<'_>) -> u32 {
+        // Registered before the mask is computed, so that a page dirtied in between wakes it.
+        this.dev.poll_wait(table);
         this.poll_mask()
+    }
+
+    fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
+        match cmd {
+            MIG_GET_PRECOPY_INFO => {
+                precopy_info_ioctl(arg, this.dev.precopy_info_v2(), || this.precopy_info())
+            }
+            _ => Err(ENOTTY),
+        }
     }
 }

@@ -41,7 +41,12 @@ use kernel::{
     },
 };
 
-use super::bindings;
+use super::{
+    bindings,
+    dirty::PollTable, //
+};
+
+pub(crate) use super::uapi::MIG_GET_PRECOPY_INFO;
 
 /// Poll mask bits (`POLLIN | POLLRDNORM` and friends) a [`DataFile::poll`] returns.
 pub(crate) mod poll_mask {
@@ -66,8 +71,9 @@ pub(crate) trait DataFile: Send + Sync + Sized + 'static {
         nonblock: bool,
     ) -> Result<usize>;
 
-    /// `poll(2)`: returns the current [`poll_mask`].
-    fn poll(this: ArcBorrow<'_, Self>) -> u32;
+    /// `poll(2)`: registers `table` with the wait queues that are woken when the answer may
+    /// change, then returns the current [`poll_mask`].
+    fn poll(this: ArcBorrow<'_, Self>, table: &PollTable<'_>) -> u32;
 
     /// `ioctl(2)` on the data file.
     fn ioctl(_this: ArcBorrow<'_, Self>, _cmd: u32, _arg: usize) -> Result<isize> {
@@ -118,6 +124,49 @@ pub(crate) fn create<T: DataFile>(
     // SAFETY: `anon_inode_getfile()` returned a file with one reference, which we now own;
     // `File` is a transparent wrapper of `struct file`.
     Ok(unsafe { ARef::from_raw(NonNull::new_unchecked(file.cast::<File>())) })
+}
+
+/// The size of `struct vfio_precopy_info` up to `dirty_bytes`: the part every caller passes.
+const PRECOPY_INFO_MINSZ: usize = 24;
+
+/// `VFIO_MIG_GET_PRECOPY_INFO` on a saving file, as `vfio_check_precopy_ioctl()` and the in-tree
+/// drivers answer it: reads `struct vfio_precopy_info` from `arg` (`EFAULT`), fails with `EINVAL`
+/// if its `argsz` is short, then asks `counts` for `(initial_bytes, dirty_bytes)` and writes the
+/// struct back.
+///
+/// `flags` is written back as userspace passed it (the uAPI keeps it so for bug compatibility),
+/// unless it opted in to `VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2` (`v2`): then it is a valid
+/// output, 0 here, since the device never needs the stream started anew
+/// (`VFIO_PRECOPY_INFO_REINIT`). `counts` runs before anything is copied to userspace, so that it
+/// may take locks that a page fault on `arg` would need.
+pub(crate) fn precopy_info_ioctl(
+    arg: usize,
+    v2: bool,
+    counts: impl FnOnce() -> Result<(u64, u64)>,
+) -> Result<isize> {
+    let (mut reader, mut writer) =
+        UserSlice::new(UserPtr::from_addr(arg), PRECOPY_INFO_MINSZ).reader_writer();
+    let mut raw = [0u8; PRECOPY_INFO_MINSZ];
+    reader.read_slice(&mut raw)?;
+    let word = |at: usize| -> Result<[u8; 4]> {
+        raw.get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(EINVAL)
+    };
+    let argsz = u32::from_ne_bytes(word(0)?);
+    // CAST: `PRECOPY_INFO_MINSZ` is 24.
+    if argsz < PRECOPY_INFO_MINSZ as u32 {
+        return Err(EINVAL);
+    }
+    let flags = if v2 { 0 } else { u32::from_ne_bytes(word(4)?) };
+    let (initial, dirty) = counts()?;
+    let mut out = [0u8; PRECOPY_INFO_MINSZ];
+    out[0..4].copy_from_slice(&argsz.to_ne_bytes());
+    out[4..8].copy_from_slice(&flags.to_ne_bytes());
+    out[8..16].copy_from_slice(&initial.to_ne_bytes());
+    out[16..24].copy_from_slice(&dirty.to_ne_bytes());
+    writer.write_slice(&out)?;
+    Ok(0)
 }
 
 /// The `struct file_operations` of data files of type `T`.
@@ -217,13 +266,13 @@ impl<T: DataFile> FileVTable<T> {
     /// Called by the VFS with a valid file of this type and a valid or null poll table.
     unsafe extern "C" fn poll(
         file: *mut kernel::bindings::file,
-        _table: *mut kernel::bindings::poll_table_struct,
+        table: *mut kernel::bindings::poll_table_struct,
     ) -> kernel::bindings::__poll_t {
         // SAFETY: The VFS calls us with a valid, open file of this type.
         let this = unsafe { Self::data(file) };
-        // Nothing to wait for: the answer never changes but to an error, which `poll` reports
-        // at once (see the implementations).
-        T::poll(this)
+        // SAFETY: These are the arguments of this poll call, which outlives `table`.
+        let table = unsafe { PollTable::from_raw(file, table) };
+        T::poll(this, &table)
     }
 
     /// # Safety

@@ -39,7 +39,20 @@ use kernel::{
     types::Opaque, //
 };
 
-use super::bindings;
+use super::{
+    bindings,
+    dirty::{
+        DirtyTracker,
+        PollTable,
+        Taken, //
+    },
+    uapi::{
+        index_to_offset,
+        DEVICE_IOEVENTFD,
+        OFFSET_MASK,
+        OFFSET_SHIFT, //
+    },
+};
 
 /// The `VFIO_MIGRATION_*` flags of `struct vfio_device.migration_flags`.
 pub(crate) mod migration_flags {
@@ -75,6 +88,12 @@ pub(crate) trait VariantDriver: Sized + 'static {
 
     /// The `VFIO_MIGRATION_*` flags the device supports; 0 disables migration.
     const MIGRATION_FLAGS: u32 = 0;
+
+    /// The BAR whose writes are tracked per page ([`Device::arm_tracking`]), if any: user
+    /// mappings of it get write-notify `vm_operations_struct`s, region writes to it mark their
+    /// pages, and `VFIO_DEVICE_IOEVENTFD` (which would write it from the kernel, behind the
+    /// tracker) is refused.
+    const TRACKED_BAR: Option<u32> = None;
 
     /// `migration_set_state`: takes the device to the uAPI state `new`, returning the data file the
     /// transition opened, if any.
@@ -190,8 +209,8 @@ impl DeviceIo<'_> {
 ///
 /// - `core` is a `struct vfio_pci_core_device` initialised by `vfio_pci_core_init_dev()` and sits
 ///   at offset 0 (`#[repr(C)]`, first field), as `vfio_alloc_device()` requires.
-/// - `io` and `data` are initialised from the end of `init` until the start of `release`, which
-///   covers every moment a `&Device<T>` exists.
+/// - `io`, `tracker` and `data` are initialised from the end of `init` until the start of
+///   `release`, which covers every moment a `&Device<T>` exists.
 /// - `io.open` is true only between a successful `vfio_pci_core_enable()` and the matching
 ///   `vfio_pci_core_disable()`, so the BAR mappings exist whenever it is true.
 /// - `core.pdev` holds a reference (`pci_dev_get()`) from the end of `init` to `release`, so the
@@ -205,6 +224,9 @@ pub(crate) struct Device<T: VariantDriver> {
     /// the device.
     #[pin]
     io: Mutex<IoState>,
+    /// The dirty bits of `T::TRACKED_BAR` (none if it has none).
+    #[pin]
+    tracker: DirtyTracker,
     #[pin]
     data: T::Data,
     #[pin]
@@ -298,6 +320,77 @@ impl<T: VariantDriver> Device<T> {
         result
     }
 
+    /// Arms the write tracking of `T::TRACKED_BAR` (see [`super::dirty`]): sets every page's bit,
+    /// then starts marking the pages written: until a page is first taken ([`Self::take_dirty`]),
+    /// it counts as dirty. `valid` is checked as by [`Self::with_io`], under
+    /// the same locks: arming holds `memory_lock` for writing, which orders it before every later
+    /// fault and region write. `EOPNOTSUPP` without a tracked BAR.
+    pub(crate) fn arm_write_tracking(&self, valid: impl FnOnce() -> Result) -> Result {
+        if T::TRACKED_BAR.is_none() {
+            return Err(EOPNOTSUPP);
+        }
+        self.with_io(valid, |_| {
+            self.tracker.arm();
+            Ok(())
+        })
+    }
+
+    /// Stops the write tracking. Atomics only: the reset path calls it under `memory_lock`.
+    pub(crate) fn disarm_write_tracking(&self) {
+        self.tracker.disarm();
+    }
+
+    /// Copies the dirty bitmap of the tracked BAR into `out` (page 0 in bit 0 of `out[0]`).
+    /// Touches no device.
+    pub(crate) fn copy_dirty_bits(&self, out: &mut [u64]) {
+        self.tracker.snapshot(out);
+    }
+
+    /// Takes the `pages` pages from `first_page` on of the tracked BAR, then runs `f` on the
+    /// device, all as one [`Self::with_io`] section (`valid` is checked first): their dirty bits
+    /// are cleared, every user mapping of them is zapped, and only then does `f` read them (see
+    /// the ordering in [`super::dirty`]). If `f` fails, the bits are set again. At most
+    /// [`super::dirty::MAX_TAKE_PAGES`] pages; `EOPNOTSUPP` without a tracked BAR.
+    pub(crate) fn take_dirty<R>(
+        &self,
+        valid: impl FnOnce() -> Result,
+        first_page: usize,
+        pages: usize,
+        f: impl FnOnce(&DeviceIo<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let bar = T::TRACKED_BAR.ok_or(EOPNOTSUPP)?;
+        self.with_io(valid, |io| {
+            let taken: Taken = self.tracker.take(first_page, pages)?;
+            let result = self
+                .tracker
+                .zap(index_to_offset(bar), first_page, pages)
+                .and_then(|()| f(io));
+            if result.is_err() {
+                self.tracker.untake(taken);
+            }
+            result
+        })
+    }
+
+    /// Adds a `poll()` caller of a data file to the tracker's pollers, which are woken when a
+    /// page becomes dirty and by [`Self::wake_file_pollers`].
+    pub(crate) fn register_poller(&self, table: &PollTable<'_>) {
+        self.tracker.poll_wait(table);
+    }
+
+    /// Wakes the pollers of the device's data files.
+    pub(crate) fn wake_file_pollers(&self) {
+        self.tracker.wake_pollers();
+    }
+
+    /// Whether userspace opted in to `VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2` (the vfio core
+    /// keeps the flag, until the device's last close).
+    pub(crate) fn precopy_info_v2(&self) -> bool {
+        // SAFETY: `core` is initialised (type invariant). The vfio core sets the byte from another
+        // thread (`VFIO_DEVICE_FEATURE`); a racy read yields the old or the new value, as in C.
+        unsafe { core::ptr::read_volatile(&raw const (*self.core.get()).vdev.precopy_info_v2) != 0 }
+    }
+
     /// The next single step from `cur` towards `new` (`vfio_mig_get_next_state()`), as uAPI
     /// values. Fails with `EINVAL` if `new` cannot be reached (unsupported, out of range, ERROR).
     pub(crate) fn next_state(&self, cur: u32, new: u32) -> Result<u32> {
@@ -361,12 +454,12 @@ impl<T: VariantDriver> Device<T> {
         release: Some(Self::release_callback),
         open_device: Some(Self::open_callback),
         close_device: Some(Self::close_callback),
-        ioctl: Some(bindings::vfio_pci_core_ioctl),
+        ioctl: Some(Self::ioctl_callback),
         get_region_info_caps: Some(bindings::vfio_pci_ioctl_get_region_info),
         device_feature: Some(bindings::vfio_pci_core_ioctl_feature),
         read: Some(bindings::vfio_pci_core_read),
-        write: Some(bindings::vfio_pci_core_write),
-        mmap: Some(bindings::vfio_pci_core_mmap),
+        write: Some(Self::write_callback),
+        mmap: Some(Self::mmap_callback),
         request: Some(bindings::vfio_pci_core_request),
         match_: Some(bindings::vfio_pci_core_match),
         match_token_uuid: Some(bindings::vfio_pci_core_match_token_uuid),
@@ -409,16 +502,34 @@ impl<T: VariantDriver> Device<T> {
         let _ = unsafe {
             new_mutex!(IoState { open: false }, "qemu_vfio_pci::io").__init(&raw mut (*this).io)
         };
+        let tracked_len = T::TRACKED_BAR.map_or(0, |bar| {
+            // SAFETY: `pdev` is valid (referenced above); `bar` is a BAR index (the driver's
+            // constant), and `pci_resource_len()` is 0 for a BAR the device does not have.
+            let len = unsafe { kernel::bindings::pci_resource_len(pdev, bar as c_int) };
+            usize::try_from(len).unwrap_or(0)
+        });
         // SAFETY: The allocation holds a whole `Device<T>`, is pinned (vfio never moves it) and
-        // `data` is not initialised yet.
+        // `tracker` and `data` are not initialised yet.
         //
-        // INVARIANT: On success `data` is initialised; on failure `release` never runs (the core
-        // frees the allocation), so undo `vfio_pci_core_init_dev()` here.
-        match unsafe { T::init_data().__init(&raw mut (*this).data) } {
+        // INVARIANT: On success `tracker` and `data` are initialised; on failure `release` never
+        // runs (the core frees the allocation), so undo what succeeded here.
+        let ret = match unsafe { DirtyTracker::new(tracked_len).__init(&raw mut (*this).tracker) } {
+            Err(e) => Err(e),
+            // SAFETY: As above, for `data`.
+            Ok(()) => match unsafe { T::init_data().__init(&raw mut (*this).data) } {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    // SAFETY: `tracker` was initialised just above and nothing uses it.
+                    unsafe { core::ptr::drop_in_place(&raw mut (*this).tracker) };
+                    Err(e)
+                }
+            },
+        };
+        match ret {
             Ok(()) => 0,
             Err(e) => {
                 // SAFETY: Undoes the successful `vfio_pci_core_init_dev()` and `pci_dev_get()`
-                // above.
+                // above; `io` holds no resource.
                 unsafe {
                     bindings::vfio_pci_core_release_dev(vdev);
                     kernel::bindings::pci_dev_put(pdev);
@@ -435,9 +546,11 @@ impl<T: VariantDriver> Device<T> {
     /// Called once, when the last reference to a device whose `init` succeeded is dropped.
     unsafe extern "C" fn release_callback(vdev: *mut bindings::vfio_device) {
         let this = Self::from_vfio(vdev);
-        // SAFETY: `io` and `data` were initialised by `init` and nothing uses them any more.
+        // SAFETY: `io`, `tracker` and `data` were initialised by `init` and nothing uses them any
+        // more: every file of the device, the VMAs and data files included, is gone.
         unsafe {
             core::ptr::drop_in_place(&raw mut (*this).data);
+            core::ptr::drop_in_place(&raw mut (*this).tracker);
             core::ptr::drop_in_place(&raw mut (*this).io);
         }
         // SAFETY: The device is initialised; `pdev` is the one `init` took a reference on.
@@ -492,6 +605,214 @@ impl<T: VariantDriver> Device<T> {
         this.io.lock().open = false;
         // SAFETY: Pairs with the successful open.
         unsafe { bindings::vfio_pci_core_close_device(vdev) };
+    }
+}
+
+/// The device fd's region accesses and the write tracking of `T::TRACKED_BAR` (see
+/// [`super::dirty`]).
+impl<T: VariantDriver> Device<T> {
+    /// The `vm_operations_struct` of a user mapping of the tracked BAR. `pfn_mkwrite` makes the
+    /// mm give the VMA write-notify: its PTEs are read-only unless `fault` installs them writable,
+    /// and a write to a read-only one calls `pfn_mkwrite` before the mm makes it writable. There
+    /// is no `huge_fault`, so the BAR is mapped with 4 KiB PTEs only (a huge entry would livelock
+    /// a write-notify VMA, and its dirty granule would be 2 MiB), and no `access`, as in
+    /// vfio-pci-core (ptrace cannot reach the BAR).
+    const VM_OPS: kernel::bindings::vm_operations_struct = kernel::bindings::vm_operations_struct {
+        fault: Some(Self::fault_callback),
+        pfn_mkwrite: Some(Self::pfn_mkwrite_callback),
+        ..pin_init::zeroed()
+    };
+
+    /// `vfio_device_ops.mmap`: vfio-pci-core's, then, for the tracked BAR, the tracking
+    /// `vm_operations_struct` in place of vfio-pci-core's.
+    ///
+    /// # Safety
+    ///
+    /// Called by the vfio core for an open device of this driver with a new VMA of one of its
+    /// files, `mmap_lock` held for writing.
+    unsafe extern "C" fn mmap_callback(
+        vdev: *mut bindings::vfio_device,
+        vma: *mut kernel::bindings::vm_area_struct,
+    ) -> c_int {
+        // SAFETY: As the function's safety requirement says.
+        let ret = unsafe { bindings::vfio_pci_core_mmap(vdev, vma) };
+        let Some(bar) = T::TRACKED_BAR else {
+            return ret;
+        };
+        if ret != 0 {
+            return ret;
+        }
+        // SAFETY: `vma` is valid and being set up under `mmap_lock`.
+        let (pgoff, file) = unsafe { ((*vma).vm_pgoff, (*vma).vm_file) };
+        // CAST: The index of a region fits in 32 bits.
+        if (pgoff >> (OFFSET_SHIFT - kernel::page::PAGE_SHIFT as u32)) as u64 != u64::from(bar) {
+            return 0;
+        }
+        // SAFETY: The device is open, hence initialised, for as long as the VMA exists: the VMA
+        // holds its file.
+        let this = unsafe { Self::borrow(vdev) };
+        // SAFETY: `vfio_pci_core_mmap()` succeeded: the VMA maps the BAR, `vm_private_data` is the
+        // core device, and the VMA is not visible to faults yet, so its ops can be replaced; the
+        // ops table is `'static`. `vm_file` is the device file being mapped, whose `f_mapping` is
+        // the vfio device's inode's address space.
+        unsafe {
+            (*vma).vm_ops = &raw const *Self::vm_ops();
+            this.tracker.set_mapping((*file).f_mapping);
+        }
+        0
+    }
+
+    /// [`Self::VM_OPS`] as one `'static` object.
+    fn vm_ops() -> &'static kernel::bindings::vm_operations_struct {
+        &Self::VM_OPS
+    }
+
+    /// The device behind a fault of a VMA with [`Self::VM_OPS`], and the faulting page of the
+    /// tracked BAR.
+    ///
+    /// # Safety
+    ///
+    /// `vmf` is the valid `struct vm_fault` of a fault on a VMA that `mmap_callback` set up.
+    unsafe fn fault_target<'a>(vmf: *mut kernel::bindings::vm_fault) -> (&'a Self, usize) {
+        // SAFETY: `vmf` is valid (function safety requirement).
+        let (vma, pgoff) = unsafe { ((*vmf).__bindgen_anon_1.vma, (*vmf).__bindgen_anon_1.pgoff) };
+        // SAFETY: `vma` is the faulting VMA; vfio-pci-core set `vm_private_data` to the core
+        // device, whose `vdev` sits at offset 0.
+        let vdev = unsafe { (*vma).vm_private_data }.cast::<bindings::vfio_device>();
+        // SAFETY: The VMA holds its file, so the device stays open, hence initialised, during the
+        // fault.
+        let this = unsafe { Self::borrow(vdev) };
+        // `vmf->pgoff` is the page offset into the device fd: the BAR's page sits below the
+        // region index. CAST: At most 2^28, a `usize`.
+        let page = (pgoff as u64 & (OFFSET_MASK >> kernel::page::PAGE_SHIFT)) as usize;
+        (this, page)
+    }
+
+    /// `vm_operations_struct.fault` of the tracked BAR: installs the page's PTE, writable unless
+    /// tracking is armed, the page is clean and the access reads.
+    ///
+    /// # Safety
+    ///
+    /// Called by the mm with a valid `vmf` on a VMA that `mmap_callback` set up, with `mmap_lock`
+    /// held for reading.
+    unsafe extern "C" fn fault_callback(
+        vmf: *mut kernel::bindings::vm_fault,
+    ) -> kernel::bindings::vm_fault_t {
+        // SAFETY: As the function's safety requirement says.
+        let (this, page) = unsafe { Self::fault_target(vmf) };
+        // SAFETY: `vmf` is valid.
+        let write = unsafe { (*vmf).flags } & kernel::bindings::fault_flag_FAULT_FLAG_WRITE != 0;
+        let sigbus = kernel::bindings::vm_fault_reason_VM_FAULT_SIGBUS;
+        let Some(bar) = T::TRACKED_BAR else {
+            return sigbus;
+        };
+        if page >= this.tracker.npages() {
+            return sigbus;
+        }
+        let core = this.core.get();
+        // SAFETY: `core` is initialised (type invariant).
+        let (pdev, lock) = unsafe { ((*core).pdev, &raw mut (*core).memory_lock) };
+        // SAFETY: `memory_lock` is an initialised rw_semaphore. Read, as vfio-pci-core's own
+        // fault handler takes it: `mmap_lock` comes first.
+        unsafe { kernel::bindings::down_read(lock) };
+        // SAFETY: `core` is initialised and `memory_lock` is held, as `__vfio_pci_memory_enabled()`
+        // requires; `pm_runtime_engaged` is written under `memory_lock` held for writing.
+        let enabled =
+            unsafe { !(*core).pm_runtime_engaged && bindings::__vfio_pci_memory_enabled(core) };
+        let ret = if !enabled {
+            // What vfio-pci-core answers with memory decode off or in a low-power state.
+            sigbus
+        } else {
+            // The order of `super::dirty`: with `memory_lock` held, no take runs; the bit of a
+            // page is set before a PTE that can write it is installed.
+            let writable = if !this.tracker.is_armed() {
+                true
+            } else if write {
+                this.tracker.mark_page(page);
+                true
+            } else {
+                this.tracker.is_dirty(page)
+            };
+            // SAFETY: `pdev` is valid (type invariant); `bar` is the tracked BAR.
+            let start = unsafe { kernel::bindings::pci_resource_start(pdev, bar as c_int) };
+            // CAST: A physical address and a page index fit in `unsigned long` on 64-bit.
+            let pfn = (start >> kernel::page::PAGE_SHIFT) as c_ulong + page as c_ulong;
+            // SAFETY: `vmf` is valid; `pfn` is the page of the BAR the VMA maps at the faulting
+            // address (vfio-pci-core checked the VMA against the BAR at mmap), with memory decode
+            // on and `memory_lock` held, as vfio-pci-core inserts its PFNs.
+            unsafe { bindings::qvp_vmf_insert_pfn(vmf, pfn, writable) }
+        };
+        // SAFETY: Taken above.
+        unsafe { kernel::bindings::up_read(lock) };
+        ret
+    }
+
+    /// `vm_operations_struct.pfn_mkwrite` of the tracked BAR: a write to a read-only PTE marks the
+    /// page before the mm makes the PTE writable. Atomics and a wake-up only.
+    ///
+    /// # Safety
+    ///
+    /// Called by the mm with a valid `vmf` on a VMA that `mmap_callback` set up.
+    unsafe extern "C" fn pfn_mkwrite_callback(
+        vmf: *mut kernel::bindings::vm_fault,
+    ) -> kernel::bindings::vm_fault_t {
+        // SAFETY: As the function's safety requirement says.
+        let (this, page) = unsafe { Self::fault_target(vmf) };
+        this.tracker.mark_page(page);
+        0
+    }
+
+    /// `vfio_device_ops.write`: vfio-pci-core's, then, if tracking is armed, the pages of the
+    /// tracked BAR that the write reached are marked, after they were written (see
+    /// [`super::dirty`]). A failed write may have written part of the range: all of it is marked.
+    ///
+    /// # Safety
+    ///
+    /// Called by the vfio core for an open device of this driver, with a user buffer of `count`
+    /// bytes and a valid `ppos`.
+    unsafe extern "C" fn write_callback(
+        vdev: *mut bindings::vfio_device,
+        buf: *const kernel::ffi::c_char,
+        count: usize,
+        ppos: *mut kernel::bindings::loff_t,
+    ) -> isize {
+        // SAFETY: `ppos` is valid (function safety requirement).
+        let pos = unsafe { *ppos };
+        // SAFETY: As the function's safety requirement says.
+        let ret = unsafe { bindings::vfio_pci_core_write(vdev, buf, count, ppos) };
+        if let Some(bar) = T::TRACKED_BAR {
+            // CAST: A device fd offset is not negative; a negative one is no region.
+            let pos = pos as u64;
+            if pos >> OFFSET_SHIFT == u64::from(bar) {
+                // SAFETY: The device is open, hence initialised.
+                let this = unsafe { Self::borrow(vdev) };
+                // CAST: Non-negative byte counts.
+                let len = if ret >= 0 { ret as u64 } else { count as u64 };
+                this.tracker.mark_bytes(pos & OFFSET_MASK, len);
+            }
+        }
+        ret
+    }
+
+    /// `vfio_device_ops.ioctl`: vfio-pci-core's, but `VFIO_DEVICE_IOEVENTFD` is refused with
+    /// `EOPNOTSUPP` on a device with a tracked BAR: its writes come from the kernel through the
+    /// BAR's kernel mapping, behind the tracker. The whole ioctl is refused, not only for the
+    /// tracked BAR: vfio-pci-core reads the argument again, so a check of it here would race.
+    ///
+    /// # Safety
+    ///
+    /// Called by the vfio core for an open device of this driver.
+    unsafe extern "C" fn ioctl_callback(
+        vdev: *mut bindings::vfio_device,
+        cmd: kernel::ffi::c_uint,
+        arg: c_ulong,
+    ) -> kernel::ffi::c_long {
+        if T::TRACKED_BAR.is_some() && cmd == DEVICE_IOEVENTFD {
+            // CAST: An errno fits a `long`.
+            return EOPNOTSUPP.to_errno() as kernel::ffi::c_long;
+        }
+        // SAFETY: As the function's safety requirement says.
+        unsafe { bindings::vfio_pci_core_ioctl(vdev, cmd, arg) }
     }
 }
 

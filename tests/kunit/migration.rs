@@ -60,7 +60,10 @@ mod tests {
             DeviceKind,
             MAX_CHUNK, //
         },
-        vfio::task::FatalSignal,
+        vfio::{
+            dirty::PollTable,
+            task::FatalSignal, //
+        },
     };
 
     /// Length of the fake's register blob.
@@ -131,6 +134,8 @@ mod tests {
         hw: Mutex<FakeHw>,
         /// Whether dirty tracking is armed: an atomic, as `disarm_tracking` must be.
         armed: Atomic<bool>,
+        /// How many times the pollers of the data files were woken.
+        wakes: Atomic<u32>,
     }
 
     /// The error the fake's `check_regs` rejects a blob with, distinct from the decoder's errors.
@@ -265,6 +270,18 @@ mod tests {
             self.armed.store(false, Relaxed);
         }
 
+        fn poll_wait(&self, _table: &PollTable<'_>) {
+            // The tests do not poll: they read `wakes`.
+        }
+
+        fn wake_pollers(&self) {
+            self.wakes.add(1, Relaxed);
+        }
+
+        fn precopy_info_v2(&self) -> bool {
+            false
+        }
+
         fn dirty_snapshot(&self, out: &mut [u64]) -> Result {
             let hw = self.hw.lock();
             out.fill(0);
@@ -330,6 +347,8 @@ mod tests {
                 for page in first / page_size..end.div_ceil(page_size) {
                     set_bit(&mut hw.dirty, u64::try_from(page)?, true);
                 }
+                // As the real tracker does when a page becomes dirty.
+                self.wake_pollers();
             }
             Ok(())
         }
@@ -469,6 +488,7 @@ mod tests {
                     write_on_take: None,
                 }, "qemu_vfio_pci::kunit_fake"),
                 armed: Atomic::new(false),
+                wakes: Atomic::new(0),
             }? Error),
             GFP_KERNEL,
         )?;
@@ -1937,6 +1957,39 @@ mod tests {
                 assert!(!file.holds_buffer());
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn precopy_pollers_are_woken() -> Result {
+        let dev = fake_precopy(SMALL_MEM, 44)?;
+        let wakes = || dev.wakes.load(Relaxed);
+        assert!(set(&dev, MigState::PreCopy.raw())?.is_some());
+        let file = dev.mig.saving_file().ok_or(EINVAL)?;
+        let mut out = KVVec::new();
+        // Caught up: nothing to read, not readable.
+        loop {
+            match read_some(&file, &mut out, 65_536) {
+                Ok(_) => {}
+                Err(e) if e == ENOMSG => break,
+                Err(e) => return Err(e),
+            }
+        }
+        assert!(!poll_ready(&file));
+        // A page dirtied wakes a poller, and the file is readable.
+        let before = wakes();
+        dev.guest_write(PAGE + 1, &[7])?;
+        assert!(wakes() > before);
+        assert!(poll_ready(&file));
+        // So does entering STOP_COPY (readable for good) and the end of the session.
+        let before = wakes();
+        assert!(set(&dev, MigState::StopCopy.raw())?.is_none());
+        assert!(wakes() > before);
+        assert!(poll_ready(&file));
+        let before = wakes();
+        assert!(set(&dev, MigState::Stop.raw())?.is_none());
+        assert!(wakes() > before);
+        assert!(save_disabled(&file));
         Ok(())
     }
 
