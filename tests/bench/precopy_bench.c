@@ -377,9 +377,9 @@ static int bench(struct dev *src, struct dev *dst, double percent)
 	while (now() < iter_end) {
 		read_until_end(dfd, &pre, true);
 		rounds++;
+		/* QEMU's next iteration; the VM stops at the end of the last wait */
 		usleep(100 * 1000);
 	}
-	read_until_end(dfd, &pre, true);
 	writer_stop(&w);
 	writer_report("(tracking, PRE_COPY)", &w);
 	printf("  PRE_COPY dirty rounds:    %10zu bytes in %u rounds\n", pre.len - at_initial_end,
