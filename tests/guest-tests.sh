@@ -87,6 +87,17 @@ migration_test() {
 	"$repo/tests/selftests/vfio_migration_test" "${bdfs[0]}" "${bdfs[1]}"
 }
 
+# PRE_COPY with exact dirty tracking, between the first two devices; the others are offered to
+# its other_vram_size_rejected case (a device with another VRAM size, else a skip).
+precopy_test() {
+	if [ "${#bdfs[@]}" -lt 2 ]; then
+		echo "1..0 # SKIP needs two devices, ${#bdfs[@]} bound"
+		return 4
+	fi
+	echo "# devices: ${bdfs[0]} -> ${bdfs[1]}"
+	"$repo/tests/selftests/vfio_precopy_test" "${bdfs[@]}"
+}
+
 # Nothing in the kernel log may show a warning, a sanitizer or lockdep report, an oops, a hang,
 # a CFI or list corruption report, a kmemleak complaint, or a failed KUnit case.
 kernel_log_patterns=(
@@ -225,6 +236,7 @@ for bdf in "${bdfs[@]}"; do
 	suite "kselftest:vfio_bochs_test:$bdf" ktap "$repo/tests/selftests/vfio_bochs_test" "$bdf"
 done
 suite kselftest:vfio_migration_test ktap migration_test
+suite kselftest:vfio_precopy_test ktap precopy_test
 # Hardening: transfers stalled on userfaultfd pages across a close/reopen or a reset, data-file
 # memory charged to the memory cgroup and bounded, allocation and user-copy faults injected into
 # every site, two migrations at once on four devices and resets racing transfers.
