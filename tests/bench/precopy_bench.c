@@ -294,8 +294,10 @@ static void count_memory(const uint8_t *p, size_t len, uint64_t *records, uint64
 	size_t at = 0;
 
 	*records = *bytes = 0;
+	/* record header: "QVPR", le32 type, le32 flags, le32 reserved, le64 payload_len */
 	while (at + REC_HDR <= len) {
-		uint32_t type = le32(p + at) & 0xffff, plen = le32(p + at + 4);
+		uint32_t type = le32(p + at + 4);
+		uint64_t plen = le32(p + at + 16) | (uint64_t)le32(p + at + 20) << 32;
 
 		if (type == REC_MEMORY) {
 			(*records)++;
