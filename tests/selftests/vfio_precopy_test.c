@@ -1514,6 +1514,103 @@ TEST_F_TIMEOUT(pc, stream_continues, 240)
 }
 
 /*
+ * The data fd's read() copies to user memory with its file mutex held, and
+ * the tracker's fault handlers take memory_lock: a read whose buffer is the
+ * BAR0 mapping of the very device being saved (and PRECOPY_INFO into it) must
+ * neither deadlock nor lose a write.  Every page the reads store into is a
+ * write through the mapping: it is dirty afterwards and the destination ends
+ * up equal to the source.  Lockdep in the test kernel checks the lock order.
+ */
+TEST_F_TIMEOUT(pc, read_into_own_mapping, 240)
+{
+	struct qdev *src = &self->dev[0], *dst = &self->dev[1];
+	const size_t half = src->vram_size / 2;
+	struct vfio_precopy_info *info;
+	struct pc_info counts;
+	struct sbuf all = { 0 };
+	size_t got = 0, i;
+	int dfd, ret;
+
+	dfd = pc_go(_metadata, src, VFIO_DEVICE_STATE_PRE_COPY);
+	/*
+	 * The initial pass, read into the upper half of VRAM in reads of up to
+	 * 1 MiB and copied out.  The stores dirty pages (sent already or not),
+	 * so the stream never runs dry while reads land in VRAM: read until
+	 * the initial data is consumed, then a few dirty reads.
+	 */
+	do {
+		ssize_t n = read(dfd, src->vram + half + got % half,
+				 SZ_1M - got % SZ_1M);
+
+		ASSERT_LT(0, n) {
+			TH_LOG("read into the mapping at %zu: %s", got,
+			       n < 0 ? strerror(errno) : "end of stream");
+		}
+		ASSERT_EQ(0, sbuf_reserve(&all, n));
+		memcpy(all.buf + all.len, src->vram + half + got % half, n);
+		all.len += n;
+		got += n;
+		ASSERT_EQ(0, precopy_info(dfd, &counts));
+	} while (counts.initial);
+	EXPECT_LT(0, counts.dirty) {
+		TH_LOG("the reads into the mapping dirtied nothing");
+	}
+	for (i = 0; i < 8; i++) {
+		ssize_t n = read(dfd, src->vram + half, SZ_256K);
+
+		ASSERT_LT(0, n) {
+			TH_LOG("dirty read into the mapping: %s",
+			       n < 0 ? strerror(errno) : "end of stream");
+		}
+		ASSERT_EQ(0, sbuf_reserve(&all, n));
+		memcpy(all.buf + all.len, src->vram + half, n);
+		all.len += n;
+		got += n;
+	}
+	/* PRECOPY_INFO with its struct in the mapping, too */
+	info = (void *)(src->vram + 3 * PAGE_SZ + 8);
+	for (i = 0; i < 4; i++) {
+		memset(info, 0, sizeof(*info));
+		info->argsz = sizeof(*info);
+		ret = ioctl(dfd, VFIO_MIG_GET_PRECOPY_INFO, info);
+		ASSERT_EQ(0, ret) {
+			TH_LOG("PRECOPY_INFO into the mapping: %s",
+			       strerror(errno));
+		}
+		EXPECT_EQ(0, info->initial_bytes);
+		/* page 3 was just written: at least its run is dirty */
+		EXPECT_LE(PAGE_SZ + LEN_MEM, info->dirty_bytes);
+	}
+	/* Reads into RAM write nothing: the stream catches up (ENOMSG). */
+	for (;;) {
+		ssize_t n;
+
+		ASSERT_EQ(0, sbuf_reserve(&all, SZ_1M));
+		n = read(dfd, all.buf + all.len, SZ_1M);
+		if (n < 0 && errno == ENOMSG)
+			break;
+		ASSERT_LT(0, n) {
+			TH_LOG("read into RAM: %s",
+			       n < 0 ? strerror(errno) : "end of stream");
+		}
+		all.len += n;
+	}
+	ASSERT_EQ(0, precopy_info(dfd, &counts));
+	EXPECT_EQ(0, counts.initial);
+	EXPECT_EQ(0, counts.dirty);
+	/* the rest in STOP_COPY, and the destination must match */
+	pc_go(_metadata, src, VFIO_DEVICE_STATE_STOP_COPY);
+	read_to_end(_metadata, dfd, &all, SZ_1M);
+	close(dfd);
+	TH_LOG("%zu stream bytes, %zu of them read into the mapping", all.len,
+	       got);
+	resume_check(_metadata, dst, all.buf, all.len, src->vram, NULL,
+		     "after reads into the source's own mapping");
+	free(all.buf);
+	back_to_running(_metadata, src);
+}
+
+/*
  * PRE_COPY -> RUNNING and PRE_COPY_P2P -> RUNNING_P2P end the session (read
  * ENODEV, poll POLLERR); entering again gives a new, complete session while
  * the old fds stay dead.
