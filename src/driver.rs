@@ -193,12 +193,13 @@ impl MigDevice for QvpDevice {
         valid: impl FnOnce() -> Result,
         first_page: u64,
         pages: u64,
+        rearm: bool,
         out: &mut [u8],
     ) -> Result {
         let offset = first_page.checked_mul(PAGE_SIZE).ok_or(EINVAL)?;
         let first = usize::try_from(first_page).map_err(|_| EINVAL)?;
         let pages = usize::try_from(pages).map_err(|_| EINVAL)?;
-        self.take_dirty(valid, first, pages, |io| {
+        self.take_dirty(valid, first, pages, rearm, |io| {
             DeviceBackend::read_memory(io, offset, out)
         })
     }

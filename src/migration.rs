@@ -397,11 +397,17 @@ pub(crate) trait MigDevice: Send + Sync + Sized + 'static {
     /// above). `valid` is checked as for a device access; if it fails, or the read fails,
     /// nothing is cleared. At most [`MAX_RUN_PAGES`](crate::stream::precopy::MAX_RUN_PAGES)
     /// pages.
+    ///
+    /// With `rearm` (PRE_COPY), a write after the read must set the bits again. Without it
+    /// (STOP_COPY: the device is stopped, and the stream sends no page twice any more), the
+    /// device may skip what makes later writes visible (for the real device: zapping the pages'
+    /// mappings), and only clears the bits.
     fn take_and_read(
         &self,
         valid: impl FnOnce() -> Result,
         first_page: u64,
         pages: u64,
+        rearm: bool,
         out: &mut [u8],
     ) -> Result;
 

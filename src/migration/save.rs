@@ -177,6 +177,8 @@ struct TrackedSource<'a, D: MigDevice> {
     state: &'a FileState,
     /// Whether a memory read cleared dirty bits.
     took: bool,
+    /// Whether a page sent must be re-armed: in PRE_COPY, not in STOP_COPY.
+    rearm: bool,
 }
 
 impl<D: MigDevice> Source for TrackedSource<'_, D> {
@@ -197,8 +199,14 @@ impl<D: MigDevice> Source for TrackedSource<'_, D> {
             .map_err(|_| einval)?
             .div_ceil(PAGE_SIZE);
         let (dev, state) = (self.dev, self.state);
-        dev.take_and_read(|| state.check_on(dev), offset / PAGE_SIZE, pages, out)
-            .map_err(|e| SourceError(-e.to_errno()))?;
+        dev.take_and_read(
+            || state.check_on(dev),
+            offset / PAGE_SIZE,
+            pages,
+            self.rearm,
+            out,
+        )
+        .map_err(|e| SourceError(-e.to_errno()))?;
         self.took = true;
         Ok(())
     }
@@ -329,6 +337,7 @@ impl<D: MigDevice> SaveFile<D> {
             dev: &*self.dev,
             state: &self.state,
             took: false,
+            rearm: !pc.plan.is_stop_copy(),
         };
         match step.encode(encoder, &mut source, &KernelCrc32c, buf) {
             Ok(n) => {

@@ -351,20 +351,27 @@ impl<T: VariantDriver> Device<T> {
     /// are cleared, every user mapping of them is zapped, and only then does `f` read them (see
     /// the ordering in [`super::dirty`]). If `f` fails, the bits are set again. At most
     /// [`super::dirty::MAX_TAKE_PAGES`] pages; `EOPNOTSUPP` without a tracked BAR.
+    ///
+    /// Without `rearm` the mappings are not zapped: the caller does not need a later write to
+    /// set the bits again (a stopped device whose stream sends no page twice any more), and a
+    /// zap (TLB shootdown, mmu notifiers) is the dearest part of a small take.
     pub(crate) fn take_dirty<R>(
         &self,
         valid: impl FnOnce() -> Result,
         first_page: usize,
         pages: usize,
+        rearm: bool,
         f: impl FnOnce(&DeviceIo<'_>) -> Result<R>,
     ) -> Result<R> {
         let bar = T::TRACKED_BAR.ok_or(EOPNOTSUPP)?;
         self.with_io(valid, |io| {
             let taken: Taken = self.tracker.take(first_page, pages)?;
-            let result = self
-                .tracker
-                .zap(index_to_offset(bar), first_page, pages)
-                .and_then(|()| f(io));
+            let zapped = if rearm {
+                self.tracker.zap(index_to_offset(bar), first_page, pages)
+            } else {
+                Ok(())
+            };
+            let result = zapped.and_then(|()| f(io));
             if result.is_err() {
                 self.tracker.untake(taken);
             }

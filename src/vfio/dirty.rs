@@ -31,7 +31,8 @@
 //! - A take ([`DirtyTracker::take`], then [`DirtyTracker::zap`], then reading the pages) runs
 //!   with `memory_lock` held for writing: the bits are cleared, every user PTE of the pages is
 //!   removed (and the TLBs flushed) and only then are the pages read. A store that happened before
-//!   the zap is in what is read; a store after it faults and sets the bit again.
+//!   the zap is in what is read; a store after it faults and sets the bit again. (A take that
+//!   need not see later writes, in STOP_COPY, skips the zap.)
 //!
 //! So a write is never lost; a page may at most be counted once more than it was written, when a
 //! write's bit is set just before a take that already reads the written data.

@@ -296,6 +296,7 @@ mod tests {
             valid: impl FnOnce() -> Result,
             first_page: u64,
             pages: u64,
+            _rearm: bool,
             out: &mut [u8],
         ) -> Result {
             valid()?;
