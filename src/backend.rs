@@ -28,6 +28,15 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// PRE_COPY tracks its writes per page.
     const MEMORY_BAR: u32;
 
+    /// Whether the device can write memory by itself (bus-master DMA).
+    ///
+    /// A device that cannot has an empty DMA-write log for every range, so the driver offers DMA
+    /// logging (`VFIO_DEVICE_FEATURE_DMA_LOGGING_*`) and truthfully reports no page dirty. A
+    /// device that can must not get that empty report: the driver then offers no DMA logging (and
+    /// QEMU blocks or warns about a migration without it) until real logging of its writes
+    /// exists.
+    const CAN_DMA: bool;
+
     /// Length of the register blob this backend saves (<= crate::stream::MAX_REGS_LEN, 256).
     const REGS_LEN: usize;
 

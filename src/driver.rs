@@ -128,6 +128,30 @@ impl VariantDriver for QemuVfioPci {
     fn reset_done(dev: &QvpDevice) {
         dev.data().reset_done();
     }
+
+    // DMA logging only for a device that cannot write memory: its log is empty, and the report
+    // says so (`crate::migration::dma_log`). A backend that can DMA gets no log ops: the empty
+    // report would be a lie, so it needs real logging first.
+    const DMA_LOGGING: bool = !DeviceBackend::CAN_DMA;
+
+    fn log_start(dev: &QvpDevice, nranges: u32, page_size: &mut u64) -> Result {
+        let size = *page_size;
+        dev.data().dma_log().start(size)?;
+        dev_dbg!(
+            dev.as_dev(),
+            "DMA logging started: {nranges} ranges, page size {size}\n"
+        );
+        Ok(())
+    }
+
+    fn log_stop(dev: &QvpDevice) -> Result {
+        dev.data().dma_log().stop();
+        Ok(())
+    }
+
+    fn log_report(dev: &QvpDevice, _iova: u64, _length: u64) -> Result {
+        dev.data().dma_log().report()
+    }
 }
 
 impl MigDevice for QvpDevice {

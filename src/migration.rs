@@ -28,6 +28,11 @@
 //! lock and only takes the state mutex if it is free; otherwise whoever holds it performs the
 //! reset when it unlocks ([`StateGuard`]).
 //!
+//! # DMA logging
+//!
+//! [`dma_log`]: the `VFIO_DEVICE_FEATURE_DMA_LOGGING_*` state of a device that cannot write
+//! memory, whose log is always empty. It is ended by a close and kept across a reset.
+//!
 //! This module has no `unsafe` code: the device is reached through [`MigDevice`].
 
 use core::ops::Deref;
@@ -69,10 +74,12 @@ use crate::{
     },
 };
 
+pub(crate) mod dma_log;
 pub(crate) mod resume;
 pub(crate) mod save;
 pub(crate) mod state;
 
+use dma_log::DmaLog;
 use resume::ResumeFile;
 use save::SaveFile;
 use state::{
@@ -470,6 +477,8 @@ pub(crate) struct Migration<D: MigDevice> {
     identity: SpinLock<Option<DeviceIdentity>>,
     /// The session data files belong to.
     session: Session,
+    /// DMA logging: started and stopped by userspace, ended by a close, kept across a reset.
+    dma_log: DmaLog,
     _live: Live,
 }
 
@@ -518,6 +527,7 @@ impl<D: MigDevice> Migration<D> {
             deferred_reset <- new_spinlock!(false, "qemu_vfio_pci::deferred_reset"),
             identity <- new_spinlock!(None, "qemu_vfio_pci::identity"),
             session: Session::new(),
+            dma_log: DmaLog::new(),
             _live: Live::new(&LIVE_STATES),
         }? Error)
     }
@@ -550,12 +560,13 @@ impl<D: MigDevice> Migration<D> {
     }
 
     /// The device is being closed: its session ends, data files reach their end, the state
-    /// returns to RUNNING.
+    /// returns to RUNNING, DMA logging stops.
     pub(crate) fn close(&self) {
         self.session.next();
         if let Ok(inner) = self.lock().inner() {
             Self::apply_reset(inner);
         }
+        self.dma_log.stop();
     }
 
     /// The device's identity, known from its open.
@@ -568,10 +579,16 @@ impl<D: MigDevice> Migration<D> {
         &self.session
     }
 
+    /// The device's DMA logging state.
+    pub(crate) fn dma_log(&self) -> &DmaLog {
+        &self.dma_log
+    }
+
     /// The device was reset (`pci_error_handlers.reset_done`); see the module docs.
     ///
     /// The session ends at once, so that no transfer of a data file of the old session reaches
-    /// the device from now on; the state machine follows when the state mutex is free.
+    /// the device from now on; the state machine follows when the state mutex is free. DMA
+    /// logging stays as it was.
     pub(crate) fn reset_done(&self) {
         self.session.next();
         let mut deferred = self.deferred_reset.lock();

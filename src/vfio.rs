@@ -14,7 +14,8 @@
 //!   override-only ID table), which `kernel::pci::Driver` cannot express;
 //! - [`device`]: a vfio-pci-core device that embeds driver data next to the C
 //!   `struct vfio_pci_core_device`, and the `struct vfio_device_ops` table built on
-//!   `vfio_pci_core_*`, so the device behaves exactly as under plain vfio-pci;
+//!   `vfio_pci_core_*`, so the device behaves exactly as under plain vfio-pci, with the
+//!   migration and DMA logging ops;
 //! - [`data_file`]: the anonymous-inode files of migration data;
 //! - [`dirty`]: write tracking of a BAR's user mappings and region writes, per page (the dirty
 //!   tracker of PRE_COPY), with the `vm_operations_struct` of a tracked BAR in [`device`];

@@ -237,6 +237,8 @@ for bdf in "${bdfs[@]}"; do
 done
 suite kselftest:vfio_migration_test ktap migration_test
 suite kselftest:vfio_precopy_test ktap precopy_test
+# DMA logging (always empty: the device cannot DMA), on the first device.
+suite kselftest:vfio_dma_log_test ktap "$repo/tests/selftests/vfio_dma_log_test" "${bdfs[0]}"
 # Hardening: transfers stalled on userfaultfd pages across a close/reopen or a reset, data-file
 # memory charged to the memory cgroup and bounded, allocation and user-copy faults injected into
 # every site, two migrations at once on four devices and resets racing transfers.

@@ -299,6 +299,13 @@ impl Backend for Bochs {
     /// VRAM is BAR0, byte for byte ([`Bochs::read_memory`]).
     const MEMORY_BAR: u32 = VRAM_BAR;
 
+    /// No DMA: QEMU's `hw/display/bochs-display.c` (and the EDID region it maps,
+    /// `hw/display/edid-region.c`) makes no `pci_dma_*()` or `address_space_*()` access and never
+    /// uses the device's bus-master address space, so nothing the guest programs makes the device
+    /// write memory, bus master enabled or not; its frame buffer is VRAM, which the guest (and
+    /// the display) reach through BAR0.
+    const CAN_DMA: bool = false;
+
     const REGS_LEN: usize = blob::LEN;
 
     /// Returns the length of BAR0, after checking that `VIDEO_MEMORY_64K` agrees with it

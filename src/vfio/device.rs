@@ -116,6 +116,38 @@ pub(crate) trait VariantDriver: Sized + 'static {
     /// It runs with vfio-pci-core's `memory_lock` held for writing, so it must not wait for
     /// anything that may in turn wait for that lock.
     fn reset_done(_dev: &Device<Self>) {}
+
+    /// Whether the device has DMA logging (`struct vfio_log_ops`, the
+    /// `VFIO_DEVICE_FEATURE_DMA_LOGGING_*` features): if true, `vfio_device.log_ops` is set
+    /// before registration and the vfio core calls [`Self::log_start`], [`Self::log_stop`] and
+    /// [`Self::log_report`].
+    ///
+    /// This layer does not give the driver the user's bitmap (`iova_bitmap_set()`): a report can
+    /// only say that the device wrote no page of the range. So only a device that cannot write
+    /// memory (no DMA) may set it; a device that can needs real logging, and this layer a bitmap
+    /// for it, first.
+    const DMA_LOGGING: bool = false;
+
+    /// `log_start`: starts DMA logging over `nranges` IOVA ranges (checked by the core: not
+    /// empty, aligned to the page size, not overlapping; not passed on) with a granule of
+    /// `*page_size` bytes, which the driver may change (the core returns it to userspace).
+    ///
+    /// The core keeps no logging state: a start while logging is active must fail.
+    fn log_start(_dev: &Device<Self>, _nranges: u32, _page_size: &mut u64) -> Result {
+        Err(ENOTTY)
+    }
+
+    /// `log_stop`: stops DMA logging, from any state.
+    fn log_stop(_dev: &Device<Self>) -> Result {
+        Err(ENOTTY)
+    }
+
+    /// `log_read_and_clear`: reports the DMA writes to `iova..iova + length` since logging
+    /// started or since the previous report. `Ok` says the device wrote no page of the range (see
+    /// [`Self::DMA_LOGGING`]); the user's bitmap is not touched. Must fail while logging is idle.
+    fn log_report(_dev: &Device<Self>, _iova: u64, _length: u64) -> Result {
+        Err(ENOTTY)
+    }
 }
 
 /// Whether the driver may touch the device's BARs: between open and close.
@@ -503,6 +535,11 @@ impl<T: VariantDriver> Device<T> {
                 (*vdev).migration_flags = T::MIGRATION_FLAGS;
                 (*vdev).mig_ops = &raw const Self::mig_ops().ops;
             }
+        }
+        if T::DMA_LOGGING {
+            // SAFETY: As for the migration ops: `log_ops` too must be set before registration,
+            // and the ops table is `'static`.
+            unsafe { (*vdev).log_ops = Self::log_ops() };
         }
         // SAFETY: `io` is not initialised yet and the allocation is pinned. A mutex initialiser
         // cannot fail.
@@ -941,6 +978,88 @@ impl<T: VariantDriver> Device<T> {
         // SAFETY: While the driver is bound and remove has not run (the device lock excludes it),
         // the vfio device is registered, hence initialised and not released.
         T::reset_done(unsafe { Self::borrow(&raw mut (*core).vdev) });
+    }
+}
+
+/// DMA logging callbacks (`struct vfio_log_ops`), installed if `T::DMA_LOGGING`.
+///
+/// kCFI: the vfio core calls them through pointers whose C prototypes have only pointer and
+/// integer parameters (`struct vfio_device *`, `struct rb_root_cached *`, `u32`, `u64 *`,
+/// `unsigned long`, `struct iova_bitmap *`). Pointers to structs are encoded by the struct's name
+/// on both sides (a `#[repr(C)]` type in an `extern "C"` prototype), and integers by size and
+/// signedness (`CONFIG_CFI_ICALL_NORMALIZE_INTEGERS`, `-Zsanitizer-cfi-normalize-integers`), so
+/// these Rust functions carry the type hash of the C prototypes and need no C trampoline (unlike
+/// the enum-typed migration callbacks).
+impl<T: VariantDriver> Device<T> {
+    /// The DMA logging ops, which `vfio_device.log_ops` points at.
+    const LOG_OPS: bindings::vfio_log_ops = bindings::vfio_log_ops {
+        log_start: Some(Self::log_start_callback),
+        log_stop: Some(Self::log_stop_callback),
+        log_read_and_clear: Some(Self::log_read_and_clear_callback),
+    };
+
+    /// [`Self::LOG_OPS`] as one `'static` object.
+    fn log_ops() -> &'static bindings::vfio_log_ops {
+        &Self::LOG_OPS
+    }
+
+    /// `vfio_log_ops.log_start` (`VFIO_DEVICE_FEATURE_DMA_LOGGING_START`).
+    ///
+    /// # Safety
+    ///
+    /// Called by the vfio core on the fd of an open device of this driver, with a valid
+    /// `page_size`.
+    unsafe extern "C" fn log_start_callback(
+        vdev: *mut bindings::vfio_device,
+        _ranges: *mut bindings::rb_root_cached,
+        nnodes: u32,
+        page_size: *mut u64,
+    ) -> c_int {
+        // SAFETY: The device is open, hence initialised and not released.
+        let this = unsafe { Self::borrow(vdev) };
+        // SAFETY: `page_size` points at the core's copy of the user's request, valid for reads
+        // and writes and not otherwise accessed during the call (function safety requirement).
+        let page_size = unsafe { &mut *page_size };
+        match T::log_start(this, nnodes, page_size) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    /// `vfio_log_ops.log_stop` (`VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP`, and the core's undo of a
+    /// start whose result it could not copy to userspace).
+    ///
+    /// # Safety
+    ///
+    /// Called by the vfio core on the fd of an open device of this driver.
+    unsafe extern "C" fn log_stop_callback(vdev: *mut bindings::vfio_device) -> c_int {
+        // SAFETY: The device is open, hence initialised and not released.
+        let this = unsafe { Self::borrow(vdev) };
+        match T::log_stop(this) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    /// `vfio_log_ops.log_read_and_clear` (`VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT`). The bitmap
+    /// is not passed on (see [`VariantDriver::DMA_LOGGING`]), so nothing is written to it.
+    ///
+    /// # Safety
+    ///
+    /// Called by the vfio core on the fd of an open device of this driver.
+    unsafe extern "C" fn log_read_and_clear_callback(
+        vdev: *mut bindings::vfio_device,
+        iova: c_ulong,
+        length: c_ulong,
+        _dirty: *mut bindings::iova_bitmap,
+    ) -> c_int {
+        // SAFETY: The device is open, hence initialised and not released.
+        let this = unsafe { Self::borrow(vdev) };
+        // CAST: `unsigned long` is at most 64 bits wide: lossless.
+        match T::log_report(this, iova as u64, length as u64) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
     }
 }
 

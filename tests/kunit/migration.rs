@@ -1150,6 +1150,67 @@ mod tests {
         Ok(())
     }
 
+    // DMA logging of a device that cannot write memory (`crate::migration::dma_log`).
+
+    #[test]
+    fn dma_log_protocol() -> Result {
+        let dev = fake(SMALL_MEM, 30)?;
+        let log = dev.mig.dma_log();
+        // Idle: a report is refused, a stop is fine.
+        assert!(log.page_size().is_none());
+        assert!(log.report() == Err(EINVAL));
+        log.stop();
+        assert!(log.report() == Err(EINVAL));
+        // Page sizes that are not a power of two of at least 4096 are refused, the log stays idle.
+        for bad in [0, 1, 1000, 2048, 4095, 4097, 12288, 3 << 20, u64::MAX] {
+            assert!(log.start(bad) == Err(EINVAL));
+            assert!(log.page_size().is_none());
+        }
+        for size in [4096, 1 << 21, 1 << 30, 1 << 63] {
+            assert!(log.start(size).is_ok());
+            assert_eq!(log.page_size(), Some(size));
+            // One start at a time, whatever the page size; the first one stands.
+            assert!(log.start(4096) == Err(EINVAL));
+            assert!(log.start(8192) == Err(EINVAL));
+            assert!(log.start(1000) == Err(EINVAL));
+            assert_eq!(log.page_size(), Some(size));
+            // Reports succeed (nothing dirty), as often as asked.
+            assert!(log.report().is_ok());
+            assert!(log.report().is_ok());
+            // Stop twice: idle both times.
+            log.stop();
+            log.stop();
+            assert!(log.page_size().is_none());
+            assert!(log.report() == Err(EINVAL));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn dma_log_kept_across_reset_ended_by_close() -> Result {
+        let dev = fake_precopy(SMALL_MEM, 31)?;
+        for from in [MigState::Running, MigState::StopCopy, MigState::PreCopy] {
+            let _file = set(&dev, from.raw())?;
+            assert!(dev.mig.dma_log().start(4096).is_ok());
+            // A reset (deferred or not) leaves logging active.
+            dev.happen(Event::Reset)?;
+            assert_eq!(dev.mig.get_state()?, MigState::Running.raw());
+            assert_eq!(dev.mig.dma_log().page_size(), Some(4096));
+            assert!(dev.mig.dma_log().report().is_ok());
+            // State changes leave it alone too.
+            let _file = set(&dev, from.raw())?;
+            assert!(dev.mig.dma_log().report().is_ok());
+            // A close ends it; after the next open it is idle and can start again.
+            dev.happen(Event::Reopen)?;
+            assert!(dev.mig.dma_log().page_size().is_none());
+            assert!(dev.mig.dma_log().report() == Err(EINVAL));
+            assert!(dev.mig.dma_log().start(1 << 16).is_ok());
+            assert!(dev.mig.dma_log().report().is_ok());
+            dev.mig.dma_log().stop();
+        }
+        Ok(())
+    }
+
     // The data files.
 
     #[test]
