@@ -170,7 +170,8 @@ static void buf_reserve(struct buf *b, size_t more)
 {
 	if (b->len + more <= b->cap)
 		return;
-	b->cap = (b->len + more) * 2;
+	/* grow by a quarter: the stream of 256 MiB of VRAM must fit a 2 GiB guest */
+	b->cap = (b->len + more) + (b->len + more) / 4;
 	b->p = realloc(b->p, b->cap);
 	CHECK(b->p);
 }
@@ -356,12 +357,17 @@ static int bench(struct dev *src, struct dev *dst, double percent)
 	read_until_end(dfd, &alone, false);
 	t_alone = now() - t0;
 	close(dfd);
+	/* only its length is needed from here on */
+	free(alone.p);
+	alone.p = NULL;
+	alone.cap = 0;
 	set_state(src->fd, VFIO_DEVICE_STATE_STOP);
 	set_state(src->fd, VFIO_DEVICE_STATE_RUNNING);
 	printf("  STOP_COPY alone:          %10zu bytes in %7.3f s (%.1f MiB/s)\n", alone.len,
 	       t_alone, mibps(alone.len, t_alone));
 
-	/* 3. PRE_COPY with the writer running */
+	/* 3. PRE_COPY with the writer running; room for the initial pass at once */
+	buf_reserve(&pre, src->size + (src->size >> 4));
 	writer_start(&w, src, per_sec, 2);
 	t0 = now();
 	dfd = set_state(src->fd, VFIO_DEVICE_STATE_PRE_COPY);
@@ -429,7 +435,6 @@ static int bench(struct dev *src, struct dev *dst, double percent)
 	set_state(src->fd, VFIO_DEVICE_STATE_STOP);
 	set_state(src->fd, VFIO_DEVICE_STATE_RUNNING);
 	set_state(dst->fd, VFIO_DEVICE_STATE_RUNNING);
-	free(alone.p);
 	free(pre.p);
 	return fails;
 }
