@@ -15,6 +15,6 @@ cd "$repo"
 kbuild=$("$here/build-kernel.sh")
 make -s -C tests/bench KHDR="$kbuild/usr/include"
 for vgamem in ${QVP_BENCH_SIZES:-16M 256M}; do
-	tests/vm/run --vgamem "$vgamem" --memory 2G -- \
+	tests/vm/run --vgamem "$vgamem" --memory 4G -- \
 		sh -c 'tests/bench/mig_bench $QVP_BDFS && tests/bench/precopy_bench $QVP_BDFS'
 done

@@ -448,6 +448,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: %s SRC_BDF DST_BDF [RATE_PERCENT...]\n", argv[0]);
 		return 2;
 	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
 	open_device(&src, argv[1]);
 	open_device(&dst, argv[2]);
 	CHECK(src.size == dst.size);
