@@ -1521,6 +1521,75 @@ TEST_F_TIMEOUT(pc, stream_continues, 240)
  * write through the mapping: it is dirty afterwards and the destination ends
  * up equal to the source.  Lockdep in the test kernel checks the lock order.
  */
+/*
+ * A page that was read first is mapped read-only while tracking is armed; its
+ * first write then takes a second fault (pfn_mkwrite).  KVM takes that path for
+ * a guest's read-then-write: it finds the read-only PTE, emulates the store and
+ * writes with copy_to_user().  Here the kernel's copy_to_user() of a read() from
+ * a pipe does the same into pages just read through the mapping: each must be
+ * counted dirty, exactly once, and the data must reach the destination.
+ */
+TEST_F_TIMEOUT(pc, read_then_kernel_write, 240)
+{
+	struct qdev *src = &self->dev[0], *dst = &self->dev[1];
+	static const size_t pages[] = { 5, 6, 700, 2049 };
+	struct sbuf all = { 0 };
+	__u8 data[64];
+	volatile __u8 sink = 0;
+	int dfd, pfd[2];
+	size_t i;
+
+	dfd = pc_go(_metadata, src, VFIO_DEVICE_STATE_PRE_COPY);
+	for (;;) {
+		ssize_t n = sbuf_read(dfd, &all, SZ_1M);
+
+		if (n == -ENOMSG)
+			break;
+		ASSERT_LT(0, n) {
+			TH_LOG("initial pass: %s", n < 0 ? strerror(-n) : "end");
+		}
+	}
+	expect_counts(_metadata, src, dfd, 0, 0, "caught up");
+	ASSERT_EQ(0, pipe(pfd));
+	for (i = 0; i < ARRAY_SIZE(pages); i++) {
+		size_t off = pages[i] * PAGE_SZ + 100 * i;
+		ssize_t n;
+
+		/* a read first: a read-only PTE */
+		sink += src->vram[off];
+		memset(data, 0x60 + i, sizeof(data));
+		ASSERT_EQ(sizeof(data), write(pfd[1], data, sizeof(data)));
+		/* the kernel writes the page: copy_to_user() on that PTE */
+		n = read(pfd[0], src->vram + off, sizeof(data));
+		ASSERT_EQ(sizeof(data), n) {
+			TH_LOG("read() from a pipe into page %zu: %s",
+			       pages[i], n < 0 ? strerror(errno) : "short");
+		}
+		EXPECT_EQ(0, memcmp(src->vram + off, data, sizeof(data)));
+	}
+	(void)sink;
+	close(pfd[0]);
+	close(pfd[1]);
+	/* runs: {5, 6}, {700}, {2049} */
+	expect_counts(_metadata, src, dfd, 0,
+		      (LEN_MEM + 2 * PAGE_SZ) + 2 * (LEN_MEM + PAGE_SZ),
+		      "after read-then-kernel-write of four pages");
+	for (;;) {
+		ssize_t n = sbuf_read(dfd, &all, SZ_1M);
+
+		if (n == -ENOMSG)
+			break;
+		ASSERT_LT(0, n);
+	}
+	pc_go(_metadata, src, VFIO_DEVICE_STATE_STOP_COPY);
+	read_to_end(_metadata, dfd, &all, SZ_1M);
+	close(dfd);
+	resume_check(_metadata, dst, all.buf, all.len, src->vram, NULL,
+		     "after read-then-kernel-write");
+	free(all.buf);
+	back_to_running(_metadata, src);
+}
+
 TEST_F_TIMEOUT(pc, read_into_own_mapping, 240)
 {
 	struct qdev *src = &self->dev[0], *dst = &self->dev[1];
