@@ -188,11 +188,18 @@ static ssize_t read_some(int dfd, struct buf *b)
 	return n;
 }
 
-/* Read until the temporary end (ENOMSG) in PRE_COPY, or the end (0) in STOP_COPY. */
-static void read_until_end(int dfd, struct buf *b, bool precopy)
+/*
+ * Read until the temporary end (ENOMSG) in PRE_COPY, or the end (0) in STOP_COPY; in PRE_COPY
+ * at most until @deadline (0: none): a writer faster than the reads never lets it catch up.
+ */
+static void read_until(int dfd, struct buf *b, bool precopy, double deadline)
 {
 	for (;;) {
-		ssize_t n = read_some(dfd, b);
+		ssize_t n;
+
+		if (precopy && deadline && now() > deadline)
+			return;
+		n = read_some(dfd, b);
 
 		if (n > 0)
 			continue;
@@ -201,6 +208,11 @@ static void read_until_end(int dfd, struct buf *b, bool precopy)
 		CHECK(precopy && n < 0 && errno == ENOMSG);
 		return;
 	}
+}
+
+static void read_until_end(int dfd, struct buf *b, bool precopy)
+{
+	read_until(dfd, b, precopy, 0);
 }
 
 /* The writer thread: @per_sec random pages a second, one 8-byte store each. */
@@ -383,7 +395,7 @@ static int bench(struct dev *src, struct dev *dst, double percent)
 	/* QEMU-like iterations: catch up, wait a little, a few seconds in all */
 	iter_end = now() + 3;
 	while (now() < iter_end) {
-		read_until_end(dfd, &pre, true);
+		read_until(dfd, &pre, true, iter_end);
 		rounds++;
 		/* QEMU's next iteration; the VM stops at the end of the last wait */
 		usleep(100 * 1000);
