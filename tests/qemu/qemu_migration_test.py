@@ -1,0 +1,655 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""QEMU-driven live migration of a bochs-display bound to qemu-vfio-pci (KTAP).
+
+    qemu_migration_test.py SRC_BDF DST_BDF [OTHER_BDF...]
+
+Runs inside the test guest (L1), where the devices are bound to qemu-vfio-pci. Two L2 QEMUs
+(QEMU 10.0.2, TCG, no guest OS: the firmware is a `cli; hlt` loop) each assign one device with
+`-device vfio-pci,host=BDF,iommufd=...,migration-events=on`; the destination waits with
+`-incoming defer`. QEMU's migration defaults are kept (enable-migration=auto, the default
+downtime limit, no capabilities but `events`), so the device's PRE_COPY is what makes the
+migration converge.
+
+There is no guest code: this program is the guest. Through QEMU's qtest protocol (`-qtest`,
+which works with TCG even though Debian's QEMU has no qtest accelerator) it programs the device's
+BARs through 0xcf8/0xcfc, fills all of VRAM (BAR0) with random data, sets the DISPI mode
+registers (BAR2 + 0x500) and keeps writing random pages and registers while the migration runs,
+keeping a shadow of what it wrote. Writes stop as soon as the source's switchover is seen (the
+source's VFIO_MIGRATION `pre-copy-p2p`/`stop-copy`/`stop` or its STOP event); the one write that
+was in flight then may have landed before or after the switchover, and both outcomes are
+accepted for that one page or register (the count is printed). After completion every byte of
+the destination's VRAM and its mode registers must equal the shadow.
+
+Checks (KTAP): no migration blocker; the migration completes; writes landed during PRE_COPY;
+the source's and the destination's VFIO_MIGRATION device-state sequences; destination VRAM and
+mode registers equal what the source last wrote.
+
+Only the Python standard library is used. QVP_QEMU (default qemu-system-x86_64) selects the
+binary; QVP_QEMU_KEEP=1 keeps the scratch directory (QEMU stderr, qtest/QMP sockets).
+"""
+
+import base64
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+QEMU = os.environ.get("QVP_QEMU", "qemu-system-x86_64")
+SLOT = 3  # the device's slot on the L2 machine's root bus, the same on both sides
+BAR0 = 0xE0000000  # VRAM
+BAR2 = 0xF0000000  # MMIO: DISPI registers at 0x500
+DISPI = 0x500
+# DISPI indices the test writes and checks: XRES, YRES, BPP, ENABLE, BANK, VIRT_WIDTH,
+# VIRT_HEIGHT, X_OFFSET, Y_OFFSET. ID (0) and VIDEO_MEMORY_64K (0xa) are checked read-only.
+MODE_REGS = list(range(1, 10))
+DISPI_ID5 = 0xB0C5
+PAGE = 4096
+WRITE_INTERVAL = float(os.environ.get("QVP_WRITE_INTERVAL", "0.02"))
+# If the migration has not completed after this long, the writer stops (and the migration check
+# fails: it did not converge while the device was being written).
+CONVERGE_SECONDS = float(os.environ.get("QVP_CONVERGE_SECONDS", "300"))
+
+# What QEMU 10.0.2 reports (hw/vfio/migration.c; ../shared/notes/qemu-end-to-end.md §2.4):
+# the source's `cont` (RUNNING_P2P, RUNNING), save_setup (PRE_COPY), vm_stop's P2P prepare
+# (PRE_COPY_P2P), complete_precopy (STOP_COPY), save_cleanup (STOP); the destination's
+# load_setup (RESUMING, the kernel's RUNNING -> STOP -> RESUMING is one request), then vm_start
+# in the incoming bottom half (RUNNING_P2P, RUNNING).
+SRC_STATES = ["running-p2p", "running", "pre-copy", "pre-copy-p2p", "stop-copy", "stop"]
+DST_STATES = ["resuming", "running-p2p", "running"]
+SWITCHOVER_STATES = {"pre-copy-p2p", "stop-copy", "stop"}
+
+
+class Ktap:
+    def __init__(self, plan):
+        self.plan = plan
+        self.n = 0
+        self.failed = 0
+        print("TAP version 13")
+        print(f"1..{plan}", flush=True)
+
+    def diag(self, msg):
+        for line in str(msg).splitlines() or [""]:
+            print(f"# {line}", flush=True)
+
+    def result(self, ok, name, detail=None):
+        self.n += 1
+        if detail:
+            self.diag(detail)
+        if not ok:
+            self.failed += 1
+        print(f"{'ok' if ok else 'not ok'} {self.n} {name}", flush=True)
+        return ok
+
+    def skip_rest(self, reason):
+        while self.n < self.plan:
+            self.n += 1
+            self.failed += 1
+            print(f"not ok {self.n} {TEST_NAMES[self.n - 1]} # {reason}", flush=True)
+
+
+TEST_NAMES = [
+    "qemus_start",
+    "no_migration_blocker",
+    "migration_completes",
+    "writes_during_pre_copy",
+    "source_vfio_migration_events",
+    "destination_vfio_migration_events",
+    "destination_vram_equals_source",
+    "destination_mode_registers",
+]
+
+
+def connect_unix(path, proc, timeout=90):
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"QEMU exited with status {proc.returncode} before {path} appeared")
+        try:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(path)
+            return s
+        except OSError:
+            s.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+class Qmp:
+    """A QMP client: a reader thread files events (with the time they arrived) and replies."""
+
+    def __init__(self, name, path, proc, on_event=None):
+        self.name = name
+        self.sock = connect_unix(path, proc)
+        self.file = self.sock.makefile("rb")
+        self.events = []
+        self.replies = []
+        self.cond = threading.Condition()
+        self.on_event = on_event
+        self.closed = False
+        greeting = json.loads(self.file.readline())
+        assert "QMP" in greeting, greeting
+        self.thread = threading.Thread(target=self._reader, daemon=True)
+        self.thread.start()
+        self.cmd("qmp_capabilities")
+
+    def _reader(self):
+        try:
+            for line in self.file:
+                msg = json.loads(line)
+                with self.cond:
+                    if "event" in msg:
+                        self.events.append((time.monotonic(), msg))
+                        if self.on_event:
+                            self.on_event(msg)
+                    else:
+                        self.replies.append(msg)
+                    self.cond.notify_all()
+        except (OSError, ValueError):
+            pass
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+    def cmd(self, execute, timeout=120, **arguments):
+        """Runs a command, returns its `return`; raises on `error`. QMP is served under the BQL,
+        which the switchover holds for the whole downtime: timeouts are generous."""
+        msg = {"execute": execute}
+        if arguments:
+            msg["arguments"] = arguments
+        with self.cond:
+            self.replies.clear()
+            self.sock.sendall(json.dumps(msg).encode() + b"\n")
+            deadline = time.monotonic() + timeout
+            while not self.replies:
+                if self.closed:
+                    raise RuntimeError(f"{self.name}: QMP closed during {execute}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RuntimeError(f"{self.name}: no reply to {execute} in {timeout} s")
+                self.cond.wait(left)
+            reply = self.replies.pop(0)
+        if "error" in reply:
+            raise RuntimeError(f"{self.name}: {execute}: {reply['error'].get('desc')}")
+        return reply.get("return")
+
+    def wait_event(self, pred, timeout):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for _, ev in self.events:
+                    if pred(ev):
+                        return ev
+                left = deadline - time.monotonic()
+                if left <= 0 or self.closed:
+                    return None
+                self.cond.wait(min(left, 1))
+
+    def vfio_states(self, device_id="gpu0"):
+        with self.cond:
+            return [ev["data"]["device-state"] for _, ev in self.events
+                    if ev["event"] == "VFIO_MIGRATION" and ev["data"].get("device-id") == device_id]
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Qtest:
+    """The qtest protocol: one command a line, one `OK ...` (or FAIL/ERR) line back."""
+
+    def __init__(self, path, proc):
+        self.sock = connect_unix(path, proc)
+        self.file = self.sock.makefile("rb")
+        self.lock = threading.Lock()
+
+    def cmd(self, line):
+        with self.lock:
+            self.sock.sendall(line.encode() + b"\n")
+            while True:
+                reply = self.file.readline()
+                if not reply:
+                    raise RuntimeError(f"qtest: connection closed during {line[:40]}")
+                reply = reply.decode().rstrip("\n")
+                if reply.startswith("IRQ"):
+                    continue
+                if not reply.startswith("OK"):
+                    raise RuntimeError(f"qtest: {line[:60]}: {reply[:200]}")
+                return reply[3:]
+
+    def outl(self, port, val):
+        self.cmd(f"outl 0x{port:x} 0x{val:x}")
+
+    def inl(self, port):
+        return int(self.cmd(f"inl 0x{port:x}"), 0)
+
+    def cfg_addr(self, reg):
+        return 0x80000000 | (SLOT << 11) | reg
+
+    def cfg_read(self, reg):
+        self.outl(0xCF8, self.cfg_addr(reg & ~3))
+        return self.inl(0xCFC)
+
+    def cfg_write(self, reg, val):
+        self.outl(0xCF8, self.cfg_addr(reg & ~3))
+        self.outl(0xCFC, val)
+
+    def readw(self, addr):
+        return int(self.cmd(f"readw 0x{addr:x}"), 0)
+
+    def writew(self, addr, val):
+        self.cmd(f"writew 0x{addr:x} 0x{val:x}")
+
+    def write(self, addr, data):
+        self.cmd(f"b64write 0x{addr:x} 0x{len(data):x} {base64.b64encode(data).decode()}")
+
+    def read(self, addr, size):
+        return base64.b64decode(self.cmd(f"b64read 0x{addr:x} 0x{size:x}"))
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def hlt_bios(path):
+    """64 KiB of firmware whose reset vector (offset 0xfff0) is `cli; hlt; jmp .-1`."""
+    rom = bytearray(65536)
+    rom[0xFFF0:0xFFF4] = b"\xfa\xf4\xeb\xfd"
+    with open(path, "wb") as f:
+        f.write(rom)
+
+
+class Vm:
+    def __init__(self, name, bdf, scratch, bios, extra, on_event=None):
+        self.name = name
+        self.bdf = bdf
+        qmp_path = os.path.join(scratch, f"{name}.qmp")
+        qtest_path = os.path.join(scratch, f"{name}.qtest")
+        self.stderr_path = os.path.join(scratch, f"{name}.stderr")
+        if os.environ.get("QVP_QEMU_EMULATED"):
+            # Debugging the protocol on a host without the driver: an emulated device.
+            dev = f"bochs-display,id=gpu0,addr=0x{SLOT:x},vgamem=16M"
+            backend = []
+        else:
+            backend = ["-object", "iommufd,id=iommufd0"]
+            dev = (f"vfio-pci,id=gpu0,host={bdf},addr=0x{SLOT:x},iommufd=iommufd0,rombar=0,"
+                   "migration-events=on")
+        # Both command lines come from here: everything but host= (and -S/-incoming) is equal.
+        argv = [QEMU, "-name", name, "-machine", "q35", "-accel", "tcg,tb-size=16",
+                "-smp", "1", "-m", "64M", "-nodefaults", "-no-user-config", "-display", "none",
+                "-bios", bios] + backend + ["-device", dev,
+                "-qmp", f"unix:{qmp_path},server=on,wait=off",
+                "-qtest", f"unix:{qtest_path},server=on,wait=off", "-qtest-log", "none"] + extra
+        self.argv = argv
+        self.stderr = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.stderr,
+                                     stderr=self.stderr)
+        self.qmp = Qmp(name, qmp_path, self.proc, on_event)
+        self.qtest = Qtest(qtest_path, self.proc)
+
+    def stderr_text(self):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                self.qmp.cmd("quit", timeout=20)
+            except Exception:  # noqa: BLE001 - best effort, then kill
+                pass
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.qmp.close()
+        self.qtest.close()
+        self.stderr.close()
+
+
+def setup_device(qt):
+    """Programs BAR0/BAR2 and PCI_COMMAND.MEMORY (no firmware did); returns the VRAM size."""
+    ids = qt.cfg_read(0)
+    if ids != 0x11111234:
+        raise RuntimeError(f"slot {SLOT}: vendor/device 0x{ids:08x}, not a bochs-display")
+    qt.cfg_write(0x10, 0xFFFFFFFF)
+    size = (~(qt.cfg_read(0x10) & ~0xF) & 0xFFFFFFFF) + 1
+    qt.cfg_write(0x10, BAR0)
+    qt.cfg_write(0x18, BAR2)
+    cmd = qt.cfg_read(0x04) & 0xFFFF
+    qt.cfg_write(0x04, cmd | 0x2)
+    if qt.cfg_read(0x10) & ~0xF != BAR0 or qt.readw(BAR2 + DISPI) != DISPI_ID5:
+        raise RuntimeError("BAR programming did not take: BAR0 "
+                           f"0x{qt.cfg_read(0x10):08x}, DISPI ID 0x{qt.readw(BAR2 + DISPI):04x}")
+    return size
+
+
+def random_mode(rng):
+    x, y = rng.choice([(640, 480), (800, 600), (1024, 768), (1280, 720)])
+    return {1: x, 2: y, 3: 32, 4: 0x41, 5: 0, 6: x, 7: y, 8: rng.randrange(0, 64), 9: rng.randrange(0, 64)}
+
+
+class Writer(threading.Thread):
+    """Writes random VRAM pages (and now and then the mode registers) through the source's
+    qtest socket until one of `stops` is set, keeping the shadow. The write whose reply came after
+    a stop event was set is kept apart (`ambiguous`): it may have landed after the switchover."""
+
+    def __init__(self, qt, shadow, regs, rng, stops, precopy):
+        super().__init__(daemon=True)
+        self.qt, self.shadow, self.regs, self.rng = qt, shadow, regs, rng
+        self.stops, self.precopy = stops, precopy
+        self.ambiguous = None
+        self.writes = 0
+        self.during_precopy = 0
+        self.error = None
+
+    def run(self):
+        pages = len(self.shadow) // PAGE
+        try:
+            while not self.stopped():
+                in_precopy = self.precopy.is_set()
+                if self.writes % 16 == 15:
+                    idx = self.rng.choice(MODE_REGS)
+                    val = random_mode(self.rng)[idx] if idx != 4 else 0x41
+                    val ^= self.rng.randrange(0, 2) * 0x100 if idx in (8, 9) else 0
+                    op = ("reg", idx, self.regs[idx], val)
+                    self.qt.writew(BAR2 + DISPI + 2 * idx, val)
+                else:
+                    p = self.rng.randrange(pages)
+                    data = self.rng.randbytes(PAGE)
+                    op = ("page", p, bytes(self.shadow[p * PAGE:(p + 1) * PAGE]), data)
+                    self.qt.write(BAR0 + p * PAGE, data)
+                if self.stopped():
+                    self.ambiguous = op
+                    break
+                self.apply(op)
+                self.writes += 1
+                if in_precopy and self.precopy.is_set():
+                    self.during_precopy += 1
+                # A guest that keeps drawing, not one that saturates the link: at most
+                # 1 / WRITE_INTERVAL writes a second.
+                time.sleep(WRITE_INTERVAL)
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.error = e
+
+    def stopped(self):
+        return any(e.is_set() for e in self.stops)
+
+    def apply(self, op):
+        kind, where, _, new = op
+        if kind == "reg":
+            self.regs[where] = new
+        else:
+            self.shadow[where * PAGE:(where + 1) * PAGE] = new
+
+
+def read_vram(qt, size, chunk=1 << 20):
+    out = bytearray()
+    for off in range(0, size, chunk):
+        out += qt.read(BAR0 + off, min(chunk, size - off))
+    return out
+
+
+def compare_vram(got, shadow, ambiguous):
+    """Pages of `got` that differ from `shadow`; the ambiguous write's page may hold either."""
+    bad = []
+    for p in range(len(shadow) // PAGE):
+        g = got[p * PAGE:(p + 1) * PAGE]
+        if g == shadow[p * PAGE:(p + 1) * PAGE]:
+            continue
+        if ambiguous and ambiguous[0] == "page" and ambiguous[1] == p and g == ambiguous[3]:
+            continue
+        bad.append(p)
+    return bad
+
+
+def query_status(qmp):
+    return qmp.cmd("query-status")["status"]
+
+
+def progress(info):
+    ram, vfio = info.get("ram", {}), info.get("vfio", {})
+    return (f"status {info.get('status')}, total-time {info.get('total-time')} ms, "
+            f"expected-downtime {info.get('expected-downtime')} ms, ram.transferred "
+            f"{ram.get('transferred')}, ram.remaining {ram.get('remaining')}, "
+            f"dirty-sync-count {ram.get('dirty-sync-count')}, mbps {ram.get('mbps')}, "
+            f"vfio.transferred {vfio.get('transferred')}")
+
+
+def wait_migration(t, qmp, timeout, give_up):
+    """Polls query-migrate until the migration ends, printing progress every 15 s; after
+    CONVERGE_SECONDS sets `give_up` (the writer stops) and says so."""
+    start = time.monotonic()
+    last = start
+    while True:
+        info = qmp.cmd("query-migrate", timeout=120)
+        if info.get("status") in ("completed", "failed", "cancelled"):
+            return info
+        now = time.monotonic()
+        if now - start > timeout:
+            return info
+        if now - last >= 15:
+            t.diag(f"after {now - start:.0f} s: {progress(info)}")
+            last = now
+        if now - start > CONVERGE_SECONDS and not give_up.is_set():
+            t.diag(f"not converged after {CONVERGE_SECONDS:.0f} s of writes: the writer stops")
+            give_up.set()
+        time.sleep(0.5)
+
+
+def main(argv):
+    if len(argv) < 3:
+        print("usage: qemu_migration_test.py SRC_BDF DST_BDF [OTHER_BDF...]", file=sys.stderr)
+        return 2
+    src_bdf, dst_bdf = argv[1], argv[2]
+    t = Ktap(len(TEST_NAMES))
+    if shutil.which(QEMU) is None:
+        t.diag(f"{QEMU} not found")
+        t.skip_rest("no QEMU")
+        return 1
+    t.diag(subprocess.run([QEMU, "--version"], capture_output=True, text=True).stdout.splitlines()[0])
+    t.diag(f"source {src_bdf}, destination {dst_bdf}")
+    seed = int(os.environ.get("QVP_SEED", str(int.from_bytes(os.urandom(4), "little"))))
+    t.diag(f"seed {seed} (QVP_SEED reproduces the data)")
+    rng = random.Random(seed)
+
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    scratch = tempfile.mkdtemp(prefix="qvp-qemu-", dir=base)
+    bios = os.path.join(scratch, "hlt.bin")
+    hlt_bios(bios)
+    mig_uri = f"unix:{os.path.join(scratch, 'mig.sock')}"
+    switchover = threading.Event()
+    precopy = threading.Event()
+
+    def src_event(ev):
+        if ev["event"] == "VFIO_MIGRATION":
+            state = ev["data"].get("device-state")
+            if state == "pre-copy":
+                precopy.set()
+            elif state in SWITCHOVER_STATES:
+                switchover.set()
+        elif ev["event"] == "STOP":
+            switchover.set()
+        elif ev["event"] == "MIGRATION" and ev["data"]["status"] in ("completed", "failed", "cancelled"):
+            switchover.set()
+
+    vms = []
+    try:
+        # 1. Both QEMUs: the destination first, waiting for migrate-incoming.
+        try:
+            t0 = time.monotonic()
+            dst = Vm("dst", dst_bdf, scratch, bios, ["-incoming", "defer"])
+            vms.append(dst)
+            src = Vm("src", src_bdf, scratch, bios, ["-S"], on_event=src_event)
+            vms.append(src)
+            for vm in (dst, src):
+                vm.qmp.cmd("migrate-set-capabilities",
+                           capabilities=[{"capability": "events", "state": True}])
+            dst.qmp.cmd("migrate-incoming", uri=mig_uri)
+            size = setup_device(src.qtest)
+            src.qmp.cmd("cont")
+            started = time.monotonic() - t0
+            if query_status(src.qmp) != "running":
+                raise RuntimeError(f"source not running after cont: {query_status(src.qmp)}")
+            t.result(True, TEST_NAMES[0],
+                     f"both QEMUs up in {started:.1f} s; VRAM {size >> 20} MiB at 0x{BAR0:x}, "
+                     f"DISPI at 0x{BAR2 + DISPI:x}\nsource: {' '.join(src.argv)}\n"
+                     f"destination: {' '.join(dst.argv)}")
+        except Exception as e:  # noqa: BLE001
+            t.result(False, TEST_NAMES[0], f"{e}\n" + "".join(
+                f"--- {vm.name} stderr:\n{vm.stderr_text()}" for vm in vms))
+            t.skip_rest("QEMUs did not start")
+            return 1
+
+        # The source's initial content: all of VRAM random, a mode.
+        t1 = time.monotonic()
+        shadow = bytearray(rng.randbytes(size))
+        chunk = 1 << 20
+        for off in range(0, size, chunk):
+            src.qtest.write(BAR0 + off, bytes(shadow[off:off + chunk]))
+        regs = random_mode(rng)
+        src.qtest.writew(BAR2 + DISPI + 8, 0)  # ENABLE off while the mode changes
+        for idx in MODE_REGS:
+            src.qtest.writew(BAR2 + DISPI + 2 * idx, regs[idx])
+        t.diag(f"source VRAM filled ({size >> 20} MiB random) and mode set in "
+               f"{time.monotonic() - t1:.1f} s")
+        probe = rng.randrange(size // PAGE)
+        if src.qtest.read(BAR0 + probe * PAGE, PAGE) != shadow[probe * PAGE:(probe + 1) * PAGE]:
+            t.diag(f"WARNING: source page {probe} does not read back what was written")
+
+        # 2. No blocker with QEMU's defaults.
+        info = src.qmp.cmd("query-migrate")
+        try:
+            em = src.qmp.cmd("qom-get", path="/machine/peripheral/gpu0", property="enable-migration")
+        except RuntimeError as e:
+            em = str(e)
+        blocked = info.get("blocked-reasons")
+        t.result(not blocked and em == "auto", TEST_NAMES[1],
+                 f"enable-migration={em}, blocked-reasons={blocked or 'none'}")
+
+        # 3. Migrate while writing.
+        gave_up = threading.Event()
+        # The writer stops at the switchover (or when it is given up on).
+        writer = Writer(src.qtest, shadow, regs, rng, (switchover, gave_up), precopy)
+        writer.start()
+        time.sleep(1)
+        t2 = time.monotonic()
+        mig_error = None
+        try:
+            src.qmp.cmd("migrate", uri=mig_uri)
+            info = wait_migration(t, src.qmp, CONVERGE_SECONDS + 300, gave_up)
+        except Exception as e:  # noqa: BLE001
+            mig_error = str(e)
+            info = {}
+        switchover.set()
+        writer.join(60)
+        if gave_up.is_set():
+            mig_error = f"did not converge within {CONVERGE_SECONDS:.0f} s while being written"
+        wall = time.monotonic() - t2
+        ram = info.get("ram", {})
+        vfio = info.get("vfio", {})
+        detail = (f"status {info.get('status')}, downtime {info.get('downtime')} ms, "
+                  f"total-time {info.get('total-time')} ms, setup-time {info.get('setup-time')} ms, "
+                  f"wall {wall:.1f} s\n"
+                  f"vfio.transferred {vfio.get('transferred')} bytes, ram.transferred "
+                  f"{ram.get('transferred')} bytes, precopy-bytes {ram.get('precopy-bytes')}, "
+                  f"downtime-bytes {ram.get('downtime-bytes')}, dirty-sync-count "
+                  f"{ram.get('dirty-sync-count')}, mbps {ram.get('mbps')}")
+        if mig_error or info.get("error-desc"):
+            detail += f"\nerror: {mig_error or info.get('error-desc')}"
+        completed = info.get("status") == "completed"
+        dst_status = None
+        if completed:
+            # The destination autostarts (the source was running): wait for it.
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                dst_status = query_status(dst.qmp)
+                if dst_status == "running":
+                    break
+                time.sleep(0.5)
+            detail += f"\ndestination status {dst_status}"
+        if not completed:
+            detail += "".join(f"\n--- {vm.name} stderr:\n{vm.stderr_text()}" for vm in vms)
+        t.result(completed and dst_status == "running" and not gave_up.is_set(), TEST_NAMES[2],
+                 detail)
+
+        amb = writer.ambiguous
+        t.result(writer.error is None and writer.during_precopy > 0, TEST_NAMES[3],
+                 f"{writer.writes} writes in all, {writer.during_precopy} while the source device "
+                 f"was in PRE_COPY; in flight at the switchover: "
+                 f"{(amb[0] + ' ' + str(amb[1])) if amb else 'none'}"
+                 + (f"\nwriter error: {writer.error}" if writer.error else ""))
+
+        # 4. Device-state sequences.
+        got = src.qmp.vfio_states()
+        t.result(got == SRC_STATES, TEST_NAMES[4],
+                 f"source VFIO_MIGRATION: {' '.join(got)}\nexpected:            {' '.join(SRC_STATES)}")
+        got = dst.qmp.vfio_states()
+        t.result(got == DST_STATES, TEST_NAMES[5],
+                 f"destination VFIO_MIGRATION: {' '.join(got)}\nexpected:                 "
+                 f"{' '.join(DST_STATES)}")
+
+        # 5. Destination content.
+        if completed:
+            t3 = time.monotonic()
+            try:
+                dvram = read_vram(dst.qtest, size)
+                bad = compare_vram(dvram, shadow, amb)
+                detail = (f"read {size >> 20} MiB from the destination in "
+                          f"{time.monotonic() - t3:.1f} s; {len(bad)} of {size // PAGE} pages differ")
+                if bad:
+                    detail += f" (first: {', '.join(str(p) for p in bad[:16])})"
+                t.result(not bad, TEST_NAMES[6], detail)
+            except Exception as e:  # noqa: BLE001
+                t.result(False, TEST_NAMES[6], str(e))
+            try:
+                bad = []
+                for idx in MODE_REGS:
+                    v = dst.qtest.readw(BAR2 + DISPI + 2 * idx)
+                    ok = v == regs[idx] or (amb and amb[0] == "reg" and amb[1] == idx and v == amb[3])
+                    if not ok:
+                        bad.append(f"index {idx}: 0x{v:x}, expected 0x{regs[idx]:x}")
+                ident = dst.qtest.readw(BAR2 + DISPI)
+                mem64k = dst.qtest.readw(BAR2 + DISPI + 2 * 0xA)
+                if ident != DISPI_ID5:
+                    bad.append(f"ID 0x{ident:x}")
+                if mem64k != size >> 16:
+                    bad.append(f"VIDEO_MEMORY_64K {mem64k}")
+                t.result(not bad, TEST_NAMES[7],
+                         "; ".join(bad) if bad else
+                         "DISPI " + " ".join(f"{i}=0x{regs[i]:x}" for i in MODE_REGS))
+            except Exception as e:  # noqa: BLE001
+                t.result(False, TEST_NAMES[7], str(e))
+        else:
+            t.skip_rest("the migration did not complete")
+    finally:
+        for vm in reversed(vms):
+            vm.stop()
+        for vm in vms:
+            err = vm.stderr_text().strip()
+            if err:
+                t.diag(f"{vm.name} stderr (exit {vm.proc.returncode}):\n{err}")
+        if os.environ.get("QVP_QEMU_KEEP"):
+            t.diag(f"scratch kept in {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+    t.diag(f"{t.n - t.failed} passed, {t.failed} failed")
+    return 1 if t.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
