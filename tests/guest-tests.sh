@@ -98,6 +98,19 @@ precopy_test() {
 	"$repo/tests/selftests/vfio_precopy_test" "${bdfs[@]}"
 }
 
+# Faults in every migration state: reset, closes, SIGKILL, unbind, sysfs remove (then a rescan) and
+# rmmod in each state hit the first device, which then migrates both ways with the second. Needs two
+# devices; it unbinds, removes, unloads and reloads, and leaves the module loaded and both devices
+# bound again.
+fault_test() {
+	if [ "${#bdfs[@]}" -lt 2 ]; then
+		echo "1..0 # SKIP needs two devices, ${#bdfs[@]} bound"
+		return 4
+	fi
+	echo "# devices: ${bdfs[0]} (faults), ${bdfs[1]} (peer)"
+	"$repo/tests/selftests/vfio_fault_test" "${bdfs[0]}" "${bdfs[1]}"
+}
+
 # Nothing in the kernel log may show a warning, a sanitizer or lockdep report, an oops, a hang,
 # a CFI or list corruption report, a kmemleak complaint, or a failed KUnit case.
 kernel_log_patterns=(
@@ -243,6 +256,7 @@ suite kselftest:vfio_dma_log_test ktap "$repo/tests/selftests/vfio_dma_log_test"
 # memory charged to the memory cgroup and bounded, allocation and user-copy faults injected into
 # every site, two migrations at once on four devices and resets racing transfers.
 suite "kselftest:vfio_stress_test" ktap "$repo/tests/selftests/vfio_stress_test" "${bdfs[@]:0:4}"
+suite kselftest:vfio_fault_test ktap fault_test
 suite lifecycle ktap lifecycle
 kunit_suites :after-reload
 for bdf in "${bdfs[@]}"; do

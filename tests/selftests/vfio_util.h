@@ -5,6 +5,9 @@
  * also opening a bochs-display through iommufd, its registers, the VFIO v2 migration uAPI,
  * stream I/O, the stream format's records and complete checked migrations.
  *
+ * Also small file and sysfs helpers (binding a device to a driver) and the kernel log check
+ * every hardening test makes: /dev/kmsg read since the test began, failing on any splat.
+ *
  * Everything is static inline, so a test uses what it needs; the checked helpers take the
  * harness' _metadata and ASSERT, so call them from the test's own thread only.
  */
@@ -14,6 +17,7 @@
 #include <dirent.h>
 #include <endian.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -78,6 +82,251 @@ static inline int get_region_info(int fd, __u32 index, struct vfio_region_info *
 	return ioctl(fd, VFIO_DEVICE_GET_REGION_INFO, info) ? -errno : 0;
 }
 
+
+/* ---------------------------------------------------------------------- */
+/* Files and sysfs                                                        */
+/* ---------------------------------------------------------------------- */
+
+/* Write @val to @path: 0 or -errno. */
+static inline int write_file(const char *path, const char *val)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	ssize_t n;
+	int err;
+
+	if (fd < 0)
+		return -errno;
+	n = write(fd, val, strlen(val));
+	err = n < 0 ? -errno : 0;
+	close(fd);
+	return err;
+}
+
+/* Read @path into @buf (NUL-terminated, trailing newline removed). */
+static inline int read_file(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, len - 1);
+	close(fd);
+	if (n < 0)
+		return -errno;
+	buf[n] = 0;
+	while (n > 0 && buf[n - 1] == '\n')
+		buf[--n] = 0;
+	return 0;
+}
+
+static inline void sleep_ms(unsigned int ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+/* Whether PCI device @bdf exists. */
+static inline bool pci_dev_exists(const char *bdf)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s", bdf);
+	return !access(path, F_OK);
+}
+
+/*
+ * The name of the driver @bdf is bound to into @buf: 0, -ENOENT when it is
+ * bound to none, or another -errno.
+ */
+static inline int pci_driver_of(const char *bdf, char *buf, size_t len)
+{
+	char path[PATH_MAX], link[PATH_MAX];
+	const char *base;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/driver", bdf);
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0)
+		return -errno;
+	link[n] = 0;
+	base = strrchr(link, '/');
+	if (snprintf(buf, len, "%s", base ? base + 1 : link) >= (int)len)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+static inline bool pci_bound_to(const char *bdf, const char *driver)
+{
+	char name[64];
+
+	return !pci_driver_of(bdf, name, sizeof(name)) && !strcmp(name, driver);
+}
+
+/*
+ * Bind @bdf to @driver through driver_override (as tests/vm/guest.sh does),
+ * unbinding it from another driver first: 0 or -errno, with @step naming what
+ * failed.
+ */
+static inline int pci_bind(const char *bdf, const char *driver, const char **step)
+{
+	char path[PATH_MAX], cur[64];
+	int ret;
+
+	*step = "the device exists";
+	if (!pci_dev_exists(bdf))
+		return -ENOENT;
+	if (!pci_driver_of(bdf, cur, sizeof(cur))) {
+		if (!strcmp(cur, driver))
+			return 0;
+		*step = "unbind from the other driver";
+		snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/driver/unbind",
+			 bdf);
+		ret = write_file(path, bdf);
+		if (ret)
+			return ret;
+	}
+	*step = "write driver_override";
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/driver_override",
+		 bdf);
+	ret = write_file(path, driver);
+	if (ret)
+		return ret;
+	*step = "write /sys/bus/pci/drivers_probe";
+	ret = write_file("/sys/bus/pci/drivers_probe", bdf);
+	if (ret)
+		return ret;
+	*step = "the device is bound to the driver after drivers_probe";
+	return pci_bound_to(bdf, driver) ? 0 : -ENXIO;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Kernel log                                                             */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * What the kernel logs when something went wrong: a warning, an oops, a
+ * sanitizer, lockdep, CFI, list debugging, hang or stall report.  A stack
+ * dump ("Call Trace:") counts too, unless it belongs to an allocation failure
+ * report (see kmsg_drain()).
+ */
+static const char *const splat_patterns[] __maybe_unused = {
+	"WARNING:", "BUG:", "BUG ", "Oops", "general protection",
+	"KASAN", "UBSAN", "kmemleak", "possible circular locking",
+	"possible recursive locking", "inconsistent lock state",
+	"lockdep", "DEBUG_LOCKS_WARN_ON", "suspicious RCU usage",
+	"CFI failure", "list_add corruption", "list_del corruption",
+	"refcount_t:", "blocked for more than", "soft lockup",
+	"hard LOCKUP", "rcu_sched detected stalls", "sleeping function called",
+	"scheduling while atomic",
+};
+
+struct kmsg_stats {
+	unsigned int lines, splats;
+	unsigned int injected;		/* FAULT_INJECTION: forcing a failure */
+	unsigned int failslab, fail_page_alloc, fail_usercopy;
+	unsigned int alloc_warnings;	/* warn_alloc() after an injection */
+	bool alloc_trace_due;		/* its stack dump is still to come */
+};
+
+/* /dev/kmsg positioned at its end, or -1 (the log checks then skip). */
+static inline int kmsg_open(void)
+{
+	int fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+
+	if (fd >= 0)
+		lseek(fd, 0, SEEK_END);
+	return fd;
+}
+
+/* Write "PROGRAM: @what" to the kernel log, to help reading it. */
+static inline void kmsg_mark(const char *what)
+{
+	char buf[200];
+	int fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	snprintf(buf, sizeof(buf), "%s: %s\n", program_invocation_short_name,
+		 what);
+	/* the marker only helps reading the log: a failure does not matter */
+	if (write(fd, buf, strlen(buf)) < 0)
+		errno = 0;
+	close(fd);
+}
+
+/*
+ * Read what the kernel logged since the last call and classify it; log and
+ * count the splats.  Allocation failure reports (warn_alloc) are counted
+ * apart, with the stack dump that follows each: they are the kernel's normal
+ * reaction to an injected failure.
+ */
+static inline void kmsg_drain(struct __test_metadata *_metadata, int fd,
+			      struct kmsg_stats *st)
+{
+	char rec[8192];
+
+	if (fd < 0)
+		return;
+	for (;;) {
+		ssize_t n = read(fd, rec, sizeof(rec) - 1);
+		const char *msg;
+		unsigned int i;
+		bool splat = false;
+
+		if (n < 0 && errno == EPIPE)
+			continue;	/* overwritten records: go on */
+		if (n <= 0)
+			break;
+		rec[n] = 0;
+		msg = strchr(rec, ';');
+		msg = msg ? msg + 1 : rec;
+		st->lines++;
+		if (strstr(msg, "FAULT_INJECTION: forcing a failure")) {
+			st->injected++;
+			if (strstr(msg, "name failslab"))
+				st->failslab++;
+			else if (strstr(msg, "name fail_page_alloc"))
+				st->fail_page_alloc++;
+			else if (strstr(msg, "name fail_usercopy"))
+				st->fail_usercopy++;
+		}
+		if (strstr(msg, "page allocation failure") ||
+		    strstr(msg, "vmalloc error")) {
+			st->alloc_warnings++;
+			st->alloc_trace_due = true;
+		}
+		if (strstr(msg, "Call Trace")) {
+			if (st->alloc_trace_due)
+				st->alloc_trace_due = false;
+			else
+				splat = true;
+		}
+		for (i = 0; !splat && i < ARRAY_SIZE(splat_patterns); i++)
+			splat = strstr(msg, splat_patterns[i]);
+		if (!splat)
+			continue;
+		st->splats++;
+		TH_LOG("kernel: %.*s", (int)strcspn(msg, "\n"), msg);
+	}
+}
+
+/* EXPECT that nothing bad was logged since @fd was opened or last drained. */
+static inline void expect_clean_kmsg(struct __test_metadata *_metadata, int fd)
+{
+	struct kmsg_stats st = { 0 };
+
+	if (fd < 0) {
+		TH_LOG("no /dev/kmsg: the kernel log is not checked");
+		return;
+	}
+	kmsg_drain(_metadata, fd, &st);
+	EXPECT_EQ(0, st.splats) {
+		TH_LOG("%u kernel log reports (above) during the test",
+		       st.splats);
+	}
+}
 
 /* ---------------------------------------------------------------------- */
 /* Migration tests: bochs-display state                                   */
