@@ -32,13 +32,15 @@ void qvp_test_clear_fatal_signal(void);
 
 /*
  * Write tracking of a BAR mapping: vmf_insert_pfn() with the VMA's protection, made writable (as
- * far as the VMA allows) if @writable; the wait queue of poll() on a data file.
+ * far as the VMA allows) if @writable; a writable huge entry while tracking is off; the wait queue
+ * of poll() on a data file.
  */
 struct vm_fault;
 struct wait_queue_head;
 struct poll_table_struct;
 struct file;
 vm_fault_t qvp_vmf_insert_pfn(struct vm_fault *vmf, unsigned long pfn, bool writable);
+vm_fault_t qvp_vmf_insert_pfn_huge(struct vm_fault *vmf, unsigned long bar_pfn, unsigned int order);
 void qvp_init_waitqueue_head(struct wait_queue_head *wq);
 void qvp_poll_wait(struct file *file, struct wait_queue_head *wq, struct poll_table_struct *pt);
 void qvp_wake_up_poll(struct wait_queue_head *wq, __poll_t mask);

@@ -5,11 +5,13 @@
  */
 #include <linux/build_bug.h>
 #include <linux/container_of.h>
+#include <linux/huge_mm.h>
 #include <linux/mm.h>
 #include <linux/poll.h>
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
 #include <linux/vfio.h>
+#include <linux/vfio_pci_core.h>
 #include <linux/wait.h>
 #include "qvp_helpers.h"
 
@@ -92,6 +94,36 @@ vm_fault_t qvp_vmf_insert_pfn(struct vm_fault *vmf, unsigned long pfn, bool writ
 	if (writable)
 		prot = pgprot_modify(prot, vm_get_page_prot(vma->vm_flags));
 	return vmf_insert_pfn_prot(vma, vmf->address, pfn, prot);
+}
+
+/*
+ * A huge entry of @order (PMD or PUD) for a fault on a mapping of the BAR whose first page is
+ * @bar_pfn, made writable as far as the VMA allows, as vfio-pci-core's huge_fault maps it (whose
+ * entry a write-notify VMA would leave read-only: vmf_insert_pfn_pmd(.., false) takes the VMA's
+ * vm_page_prot). VM_FAULT_FALLBACK when the kernel cannot map a PFN at that order or the range is
+ * not aligned to it. The caller holds memory_lock for reading and saw memory decode on.
+ */
+vm_fault_t qvp_vmf_insert_pfn_huge(struct vm_fault *vmf, unsigned long bar_pfn, unsigned int order)
+{
+	struct vm_area_struct *vma = vmf->vma;
+	unsigned long addr = vmf->address & ~((PAGE_SIZE << order) - 1);
+	unsigned long pfn;
+
+	if (!order || addr < vma->vm_start)
+		return VM_FAULT_FALLBACK;
+	pfn = bar_pfn + (vma->vm_pgoff & (VFIO_PCI_OFFSET_MASK >> PAGE_SHIFT)) +
+	      ((addr - vma->vm_start) >> PAGE_SHIFT);
+	if (!is_aligned_for_order(vma, addr, pfn, order))
+		return VM_FAULT_FALLBACK;
+#ifdef CONFIG_ARCH_SUPPORTS_PMD_PFNMAP
+	if (order == PMD_ORDER)
+		return vmf_insert_pfn_pmd(vmf, pfn, true);
+#endif
+#ifdef CONFIG_ARCH_SUPPORTS_PUD_PFNMAP
+	if (order == PUD_ORDER)
+		return vmf_insert_pfn_pud(vmf, pfn, true);
+#endif
+	return VM_FAULT_FALLBACK;
 }
 
 void qvp_init_waitqueue_head(struct wait_queue_head *wq)

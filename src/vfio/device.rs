@@ -372,6 +372,18 @@ impl<T: VariantDriver> Device<T> {
         self.tracker.disarm();
     }
 
+    /// Zaps every user mapping of the tracked BAR, so that the next faults map it afresh (after
+    /// tracking, as vfio-pci-core maps it: huge entries where the kernel can, not the 4 KiB PTEs
+    /// tracking left). Touches no device; sleeps (`unmap_mapping_range()`).
+    pub(crate) fn unmap_tracked_bar(&self) {
+        if let Some(bar) = T::TRACKED_BAR {
+            // The whole BAR: an offset inside the region index space, which cannot overflow.
+            let _ = self
+                .tracker
+                .zap(index_to_offset(bar), 0, self.tracker.npages());
+        }
+    }
+
     /// Copies the dirty bitmap of the tracked BAR into `out` (page 0 in bit 0 of `out[0]`).
     /// Touches no device.
     pub(crate) fn copy_dirty_bits(&self, out: &mut [u64]) {
@@ -657,12 +669,15 @@ impl<T: VariantDriver> Device<T> {
 impl<T: VariantDriver> Device<T> {
     /// The `vm_operations_struct` of a user mapping of the tracked BAR. `pfn_mkwrite` makes the
     /// mm give the VMA write-notify: its PTEs are read-only unless `fault` installs them writable,
-    /// and a write to a read-only one calls `pfn_mkwrite` before the mm makes it writable. There
-    /// is no `huge_fault`, so the BAR is mapped with 4 KiB PTEs only (a huge entry would livelock
-    /// a write-notify VMA, and its dirty granule would be 2 MiB), and no `access`, as in
-    /// vfio-pci-core (ptrace cannot reach the BAR).
+    /// and a write to a read-only one calls `pfn_mkwrite` before the mm makes it writable.
+    /// `huge_fault` maps huge entries, writable, as vfio-pci-core does, while tracking is off, and
+    /// falls back to 4 KiB PTEs while it is armed (the dirty granule is a 4 KiB page; a huge entry
+    /// that existed before arming is writable, all its pages' bits are set, and the first take of
+    /// any of them zaps it whole). The mm calls it only on kernels that map PFNs huge. No
+    /// `access`, as in vfio-pci-core (ptrace cannot reach the BAR).
     const VM_OPS: kernel::bindings::vm_operations_struct = kernel::bindings::vm_operations_struct {
         fault: Some(Self::fault_callback),
+        huge_fault: Some(Self::huge_fault_callback),
         pfn_mkwrite: Some(Self::pfn_mkwrite_callback),
         ..pin_init::zeroed()
     };
@@ -732,6 +747,40 @@ impl<T: VariantDriver> Device<T> {
         (this, page)
     }
 
+    /// Runs `insert` with the first PFN of the tracked BAR, under `memory_lock` held for reading
+    /// (as vfio-pci-core's own fault handler takes it: `mmap_lock` comes first), and only if the
+    /// BAR's memory is enabled; otherwise answers `VM_FAULT_SIGBUS`, as vfio-pci-core does with
+    /// memory decode off or in a low-power state.
+    fn fault_locked(
+        &self,
+        insert: impl FnOnce(c_ulong) -> kernel::bindings::vm_fault_t,
+    ) -> kernel::bindings::vm_fault_t {
+        let sigbus = kernel::bindings::vm_fault_reason_VM_FAULT_SIGBUS;
+        let Some(bar) = T::TRACKED_BAR else {
+            return sigbus;
+        };
+        let core = self.core.get();
+        // SAFETY: `core` is initialised (type invariant).
+        let (pdev, lock) = unsafe { ((*core).pdev, &raw mut (*core).memory_lock) };
+        // SAFETY: `memory_lock` is an initialised rw_semaphore.
+        unsafe { kernel::bindings::down_read(lock) };
+        // SAFETY: `core` is initialised and `memory_lock` is held, as `__vfio_pci_memory_enabled()`
+        // requires; `pm_runtime_engaged` is written under `memory_lock` held for writing.
+        let enabled =
+            unsafe { !(*core).pm_runtime_engaged && bindings::__vfio_pci_memory_enabled(core) };
+        let ret = if enabled {
+            // SAFETY: `pdev` is valid (type invariant); `bar` is the tracked BAR.
+            let start = unsafe { kernel::bindings::pci_resource_start(pdev, bar as c_int) };
+            // CAST: A physical address fits in `unsigned long` on 64-bit.
+            insert((start >> kernel::page::PAGE_SHIFT) as c_ulong)
+        } else {
+            sigbus
+        };
+        // SAFETY: Taken above.
+        unsafe { kernel::bindings::up_read(lock) };
+        ret
+    }
+
     /// `vm_operations_struct.fault` of the tracked BAR: installs the page's PTE, writable unless
     /// tracking is armed, the page is clean and the access reads.
     ///
@@ -746,27 +795,10 @@ impl<T: VariantDriver> Device<T> {
         let (this, page) = unsafe { Self::fault_target(vmf) };
         // SAFETY: `vmf` is valid.
         let write = unsafe { (*vmf).flags } & kernel::bindings::fault_flag_FAULT_FLAG_WRITE != 0;
-        let sigbus = kernel::bindings::vm_fault_reason_VM_FAULT_SIGBUS;
-        let Some(bar) = T::TRACKED_BAR else {
-            return sigbus;
-        };
         if page >= this.tracker.npages() {
-            return sigbus;
+            return kernel::bindings::vm_fault_reason_VM_FAULT_SIGBUS;
         }
-        let core = this.core.get();
-        // SAFETY: `core` is initialised (type invariant).
-        let (pdev, lock) = unsafe { ((*core).pdev, &raw mut (*core).memory_lock) };
-        // SAFETY: `memory_lock` is an initialised rw_semaphore. Read, as vfio-pci-core's own
-        // fault handler takes it: `mmap_lock` comes first.
-        unsafe { kernel::bindings::down_read(lock) };
-        // SAFETY: `core` is initialised and `memory_lock` is held, as `__vfio_pci_memory_enabled()`
-        // requires; `pm_runtime_engaged` is written under `memory_lock` held for writing.
-        let enabled =
-            unsafe { !(*core).pm_runtime_engaged && bindings::__vfio_pci_memory_enabled(core) };
-        let ret = if !enabled {
-            // What vfio-pci-core answers with memory decode off or in a low-power state.
-            sigbus
-        } else {
+        this.fault_locked(|bar_pfn| {
             // The order of `super::dirty`: with `memory_lock` held, no take runs; the bit of a
             // page is set before a PTE that can write it is installed.
             let writable = if !this.tracker.is_armed() {
@@ -777,18 +809,44 @@ impl<T: VariantDriver> Device<T> {
             } else {
                 this.tracker.is_dirty(page)
             };
-            // SAFETY: `pdev` is valid (type invariant); `bar` is the tracked BAR.
-            let start = unsafe { kernel::bindings::pci_resource_start(pdev, bar as c_int) };
-            // CAST: A physical address and a page index fit in `unsigned long` on 64-bit.
-            let pfn = (start >> kernel::page::PAGE_SHIFT) as c_ulong + page as c_ulong;
+            // CAST: A page index fits in `unsigned long` on 64-bit.
+            let pfn = bar_pfn + page as c_ulong;
             // SAFETY: `vmf` is valid; `pfn` is the page of the BAR the VMA maps at the faulting
             // address (vfio-pci-core checked the VMA against the BAR at mmap), with memory decode
             // on and `memory_lock` held, as vfio-pci-core inserts its PFNs.
             unsafe { bindings::qvp_vmf_insert_pfn(vmf, pfn, writable) }
-        };
-        // SAFETY: Taken above.
-        unsafe { kernel::bindings::up_read(lock) };
-        ret
+        })
+    }
+
+    /// `vm_operations_struct.huge_fault` of the tracked BAR: while tracking is off, a writable
+    /// huge entry where the kernel, the order and the alignment allow one, as vfio-pci-core maps
+    /// the BAR; while it is armed, `VM_FAULT_FALLBACK`, so that the mm maps 4 KiB pages through
+    /// `fault`. Arming takes `memory_lock` for writing, so the two cannot cross.
+    ///
+    /// # Safety
+    ///
+    /// Called by the mm with a valid `vmf` on a VMA that `mmap_callback` set up, with `mmap_lock`
+    /// held for reading.
+    unsafe extern "C" fn huge_fault_callback(
+        vmf: *mut kernel::bindings::vm_fault,
+        order: kernel::ffi::c_uint,
+    ) -> kernel::bindings::vm_fault_t {
+        if order == 0 {
+            // SAFETY: As the function's safety requirement says.
+            return unsafe { Self::fault_callback(vmf) };
+        }
+        // SAFETY: As the function's safety requirement says.
+        let (this, _) = unsafe { Self::fault_target(vmf) };
+        this.fault_locked(|bar_pfn| {
+            if this.tracker.is_armed() {
+                kernel::bindings::vm_fault_reason_VM_FAULT_FALLBACK
+            } else {
+                // SAFETY: `vmf` is valid, its VMA maps the BAR that starts at `bar_pfn`
+                // (vfio-pci-core checked it at mmap, and the helper keeps the entry inside the
+                // VMA), with memory decode on and `memory_lock` held.
+                unsafe { bindings::qvp_vmf_insert_pfn_huge(vmf, bar_pfn, order) }
+            }
+        })
     }
 
     /// `vm_operations_struct.pfn_mkwrite` of the tracked BAR: a write to a read-only PTE marks the

@@ -45,6 +45,8 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -1588,6 +1590,107 @@ TEST_F_TIMEOUT(pc, read_then_kernel_write, 240)
 		     "after read-then-kernel-write");
 	free(all.buf);
 	back_to_running(_metadata, src);
+}
+
+/* Minor faults of this process so far. */
+static long minor_faults(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru))
+		return -1;
+	return ru.ru_minflt;
+}
+
+/* Store a byte into every page of @map (@len bytes); the minor faults it took. */
+static long touch_pages(__u8 *map, size_t len, __u8 v)
+{
+	long before = minor_faults();
+	size_t off;
+
+	for (off = 0; off < len; off += PAGE_SZ)
+		((volatile __u8 *)map)[off] = v;
+	return minor_faults() - before;
+}
+
+/*
+ * Huge mappings of BAR0, where the kernel maps PFNs huge: while tracking is
+ * off, a 2 MiB-aligned mapping takes one fault per 2 MiB, as under plain
+ * vfio-pci; in PRE_COPY the BAR is tracked per 4 KiB page (one fault per
+ * page written after the initial pass, exact dirty counts, even for the huge
+ * entries that existed when tracking started); after PRE_COPY, huge again.
+ */
+TEST_F_TIMEOUT(pc, huge_mapping, 240)
+{
+	struct qdev *src = &self->dev[0], *dst = &self->dev[1];
+	static const size_t pages[] = { 3, 600, 2500 };
+	const size_t len = src->vram_size, huge = SZ_1M * 2;
+	const size_t npages = len / PAGE_SZ, nhuge = len / huge;
+	struct sbuf all = { 0 };
+	struct stat st;
+	__u8 *area, *map;
+	long faults;
+	size_t i;
+	int dfd;
+
+	if (stat("/sys/kernel/mm/transparent_hugepage", &st))
+		SKIP(return, "the kernel has no transparent huge pages, so it maps no PFN huge");
+	/* a window aligned to 2 MiB for a second mapping of BAR0 */
+	area = mmap(NULL, len + huge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, area);
+	map = (__u8 *)(((uintptr_t)area + huge - 1) & ~(uintptr_t)(huge - 1));
+	ASSERT_EQ(map, mmap(map, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+			    src->fd, src->bar0.offset)) {
+		TH_LOG("mmap BAR0 at %p: %s", map, strerror(errno));
+	}
+
+	/* not tracking: huge entries */
+	faults = touch_pages(map, len, 0x11);
+	TH_LOG("RUNNING: %ld faults for %zu pages in %zu huge ranges", faults, npages, nhuge);
+	EXPECT_GE(2 * nhuge + 8, faults);
+	EXPECT_EQ(0x11, src->vram[len - PAGE_SZ]);
+
+	/* PRE_COPY: the initial pass takes every page, zapping the huge entries */
+	dfd = pc_go(_metadata, src, VFIO_DEVICE_STATE_PRE_COPY);
+	for (;;) {
+		ssize_t n = sbuf_read(dfd, &all, SZ_1M);
+
+		if (n == -ENOMSG)
+			break;
+		ASSERT_LT(0, n);
+	}
+	expect_counts(_metadata, src, dfd, 0, 0, "caught up");
+	faults = touch_pages(map, len, 0x22);
+	TH_LOG("PRE_COPY: %ld faults for %zu pages", faults, npages);
+	EXPECT_LE(npages, faults);
+	/* every page is dirty: one run of MAX_RUN pages per record */
+	expect_counts(_metadata, src, dfd, 0, npages / MAX_RUN * LEN_MEM + len,
+		      "after a store into every page");
+	for (;;) {
+		ssize_t n = sbuf_read(dfd, &all, SZ_1M);
+
+		if (n == -ENOMSG)
+			break;
+		ASSERT_LT(0, n);
+	}
+	for (i = 0; i < ARRAY_SIZE(pages); i++)
+		map[pages[i] * PAGE_SZ + 7] = 0x33 + i;
+	expect_counts(_metadata, src, dfd, 0, ARRAY_SIZE(pages) * (LEN_MEM + PAGE_SZ),
+		      "after three stores through the huge-aligned mapping");
+	pc_go(_metadata, src, VFIO_DEVICE_STATE_STOP_COPY);
+	read_to_end(_metadata, dfd, &all, SZ_1M);
+	close(dfd);
+	resume_check(_metadata, dst, all.buf, all.len, src->vram, NULL,
+		     "after stores through the huge-aligned mapping");
+	free(all.buf);
+	back_to_running(_metadata, src);
+
+	/* tracking over: huge entries again */
+	faults = touch_pages(map, len, 0x44);
+	TH_LOG("RUNNING again: %ld faults", faults);
+	EXPECT_GE(2 * nhuge + 8, faults);
+	EXPECT_EQ(0x44, src->vram[PAGE_SZ]);
+	munmap(area, len + huge);
 }
 
 TEST_F_TIMEOUT(pc, read_into_own_mapping, 240)
