@@ -98,6 +98,18 @@ precopy_test() {
 	"$repo/tests/selftests/vfio_precopy_test" "${bdfs[@]}"
 }
 
+# QEMU itself migrating the first device into the second (tests/qemu/qemu_migration_test.py):
+# L2 QEMUs with no guest OS, the test writing the device through qtest during PRE_COPY; then
+# the failure paths (the last device, with another VRAM size, as a wrong destination) and two
+# devices in one VM (the third and fourth with the first two).
+qemu_migration() {
+	if [ "${#bdfs[@]}" -lt 2 ]; then
+		echo "1..0 # SKIP needs two devices, ${#bdfs[@]} bound"
+		return 4
+	fi
+	python3 "$repo/tests/qemu/qemu_migration_test.py" "${bdfs[@]}"
+}
+
 # Nothing in the kernel log may show a warning, a sanitizer or lockdep report, an oops, a hang,
 # a CFI or list corruption report, a kmemleak complaint, or a failed KUnit case.
 kernel_log_patterns=(
@@ -243,6 +255,8 @@ suite kselftest:vfio_dma_log_test ktap "$repo/tests/selftests/vfio_dma_log_test"
 # memory charged to the memory cgroup and bounded, allocation and user-copy faults injected into
 # every site, two migrations at once on four devices and resets racing transfers.
 suite "kselftest:vfio_stress_test" ktap "$repo/tests/selftests/vfio_stress_test" "${bdfs[@]:0:4}"
+# After the kselftests, before the module reloads: QEMU 10 drives the migration uAPI.
+suite qemu:migration ktap qemu_migration
 suite lifecycle ktap lifecycle
 kunit_suites :after-reload
 for bdf in "${bdfs[@]}"; do
