@@ -98,6 +98,18 @@ precopy_test() {
 	"$repo/tests/selftests/vfio_precopy_test" "${bdfs[@]}"
 }
 
+# QEMU itself migrating the first device into the second (tests/qemu/qemu_migration_test.py):
+# L2 QEMUs with no guest OS, the test writing the device through qtest during PRE_COPY; then
+# the failure paths (the last device, with another VRAM size, as a wrong destination) and two
+# devices in one VM (the third and fourth with the first two).
+qemu_migration() {
+	if [ "${#bdfs[@]}" -lt 2 ]; then
+		echo "1..0 # SKIP needs two devices, ${#bdfs[@]} bound"
+		return 4
+	fi
+	python3 "$repo/tests/qemu/qemu_migration_test.py" "${bdfs[@]}"
+}
+
 # Faults in every migration state: reset, closes, SIGKILL, unbind, sysfs remove (then a rescan) and
 # rmmod in each state hit the first device, which then migrates both ways with the second. Needs two
 # devices; it unbinds, removes, unloads and reloads, and leaves the module loaded and both devices
@@ -256,6 +268,8 @@ suite kselftest:vfio_dma_log_test ktap "$repo/tests/selftests/vfio_dma_log_test"
 # memory charged to the memory cgroup and bounded, allocation and user-copy faults injected into
 # every site, two migrations at once on four devices and resets racing transfers.
 suite "kselftest:vfio_stress_test" ktap "$repo/tests/selftests/vfio_stress_test" "${bdfs[@]:0:4}"
+# QEMU 10 drives the migration uAPI, before the fault suite unbinds, removes and reloads.
+suite qemu:migration ktap qemu_migration
 suite kselftest:vfio_fault_test ktap fault_test
 suite lifecycle ktap lifecycle
 kunit_suites :after-reload

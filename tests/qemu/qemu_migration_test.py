@@ -4,6 +4,10 @@
 
     qemu_migration_test.py SRC_BDF DST_BDF [OTHER_BDF...]
 
+The other devices serve the failure paths (one with another VRAM size) and the two-device
+migration (two more of the same size as the first); without them those cases are skipped,
+with the reason.
+
 Runs inside the test guest (L1), where the devices are bound to qemu-vfio-pci. Two L2 QEMUs
 (QEMU 10.0.2, TCG, no guest OS: the firmware is a `cli; hlt` loop) each assign one device with
 `-device vfio-pci,host=BDF,iommufd=...,migration-events=on`; the destination waits with
@@ -25,6 +29,17 @@ Checks (KTAP): no migration blocker; the migration completes; writes landed duri
 the source's and the destination's VFIO_MIGRATION device-state sequences; destination VRAM and
 mode registers equal what the source last wrote.
 
+Then the failure paths, on a new source with `return-path` and `switchover-ack` on both sides,
+written to all along: a destination whose device has another VRAM size (the migration fails
+before the switchover, the source device goes back to RUNNING); `migrate_cancel` in PRE_COPY;
+the destination killed with SIGKILL in PRE_COPY; the source still running and written; then a
+migration into a fresh destination that completes, with the downtime limit raised to 60 s so
+that only switchover-ack holds the switchover back until the initial data is sent (QEMU's
+`vfio_save_iterate` trace), and a destination VRAM equal to everything written.
+
+Last, two devices in one VM migrate together into two in another (QEMU then uses the P2P
+states), with QEMU's defaults; both devices' VRAM and modes must arrive.
+
 Only the Python standard library is used. QVP_QEMU (default qemu-system-x86_64) selects the
 binary; QVP_QEMU_KEEP=1 keeps the scratch directory (QEMU stderr, qtest/QMP sockets).
 """
@@ -33,6 +48,7 @@ import base64
 import json
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -71,6 +87,7 @@ class Ktap:
         self.plan = plan
         self.n = 0
         self.failed = 0
+        self.reported = set()
         print("TAP version 13")
         print(f"1..{plan}", flush=True)
 
@@ -80,6 +97,7 @@ class Ktap:
 
     def result(self, ok, name, detail=None):
         self.n += 1
+        self.reported.add(name)
         if detail:
             self.diag(detail)
         if not ok:
@@ -87,14 +105,19 @@ class Ktap:
         print(f"{'ok' if ok else 'not ok'} {self.n} {name}", flush=True)
         return ok
 
-    def skip_rest(self, reason):
-        while self.n < self.plan:
-            self.n += 1
-            self.failed += 1
-            print(f"not ok {self.n} {TEST_NAMES[self.n - 1]} # {reason}", flush=True)
+    def skip(self, name, reason):
+        self.n += 1
+        self.reported.add(name)
+        print(f"ok {self.n} {name} # SKIP {reason}", flush=True)
+
+    def fail_missing(self, names, reason):
+        """Reports each of `names` that has no result yet as failed, with `reason`."""
+        for name in names:
+            if name not in self.reported:
+                self.result(False, name, reason)
 
 
-TEST_NAMES = [
+MAIN_TESTS = [
     "qemus_start",
     "no_migration_blocker",
     "migration_completes",
@@ -104,6 +127,23 @@ TEST_NAMES = [
     "destination_vram_equals_source",
     "destination_mode_registers",
 ]
+# Failure paths, with return-path and switchover-ack on both sides (a new source QEMU).
+FAILURE_TESTS = [
+    "other_vram_size_fails_before_switchover",
+    "migrate_cancel_in_pre_copy",
+    "destination_killed_in_pre_copy",
+    "source_running_after_failures",
+    "switchover_waits_for_initial_data",
+    "migration_after_failures_completes",
+    "destination_vram_equals_source_after_failures",
+]
+# Two devices in one VM, into two in another (the multi-device path: P2P states).
+TWO_DEVICE_TESTS = [
+    "two_devices_migrate_together",
+    "two_devices_p2p_states",
+    "two_devices_vram_and_registers",
+]
+TEST_NAMES = MAIN_TESTS + FAILURE_TESTS + TWO_DEVICE_TESTS
 
 
 def connect_unix(path, proc, timeout=90):
@@ -232,15 +272,15 @@ class Qtest:
     def inl(self, port):
         return int(self.cmd(f"inl 0x{port:x}"), 0)
 
-    def cfg_addr(self, reg):
-        return 0x80000000 | (SLOT << 11) | reg
+    def cfg_addr(self, reg, slot):
+        return 0x80000000 | (slot << 11) | reg
 
-    def cfg_read(self, reg):
-        self.outl(0xCF8, self.cfg_addr(reg & ~3))
+    def cfg_read(self, reg, slot=SLOT):
+        self.outl(0xCF8, self.cfg_addr(reg & ~3, slot))
         return self.inl(0xCFC)
 
-    def cfg_write(self, reg, val):
-        self.outl(0xCF8, self.cfg_addr(reg & ~3))
+    def cfg_write(self, reg, val, slot=SLOT):
+        self.outl(0xCF8, self.cfg_addr(reg & ~3, slot))
         self.outl(0xCFC, val)
 
     def readw(self, addr):
@@ -272,23 +312,28 @@ def hlt_bios(path):
 
 class Vm:
     def __init__(self, name, bdf, scratch, bios, extra, on_event=None):
+        """`bdf` is one device (gpu0 at SLOT) or a list of them (gpu0, gpu1, ... from SLOT on)."""
         self.name = name
         self.bdf = bdf
+        bdfs = bdf if isinstance(bdf, list) else [bdf]
         qmp_path = os.path.join(scratch, f"{name}.qmp")
         qtest_path = os.path.join(scratch, f"{name}.qtest")
         self.stderr_path = os.path.join(scratch, f"{name}.stderr")
+        devs = []
         if os.environ.get("QVP_QEMU_EMULATED"):
             # Debugging the protocol on a host without the driver: an emulated device.
-            dev = f"bochs-display,id=gpu0,addr=0x{SLOT:x},vgamem=16M"
             backend = []
+            for i, _ in enumerate(bdfs):
+                devs += ["-device", f"bochs-display,id=gpu{i},addr=0x{SLOT + i:x},vgamem=16M"]
         else:
             backend = ["-object", "iommufd,id=iommufd0"]
-            dev = (f"vfio-pci,id=gpu0,host={bdf},addr=0x{SLOT:x},iommufd=iommufd0,rombar=0,"
-                   "migration-events=on")
+            for i, b in enumerate(bdfs):
+                devs += ["-device", f"vfio-pci,id=gpu{i},host={b},addr=0x{SLOT + i:x},"
+                         "iommufd=iommufd0,rombar=0,migration-events=on"]
         # Both command lines come from here: everything but host= (and -S/-incoming) is equal.
         argv = [QEMU, "-name", name, "-machine", "q35", "-accel", "tcg,tb-size=16",
                 "-smp", "1", "-m", "64M", "-nodefaults", "-no-user-config", "-display", "none",
-                "-bios", bios] + backend + ["-device", dev,
+                "-bios", bios] + backend + devs + [
                 "-qmp", f"unix:{qmp_path},server=on,wait=off",
                 "-qtest", f"unix:{qtest_path},server=on,wait=off", "-qtest-log", "none"] + extra
         self.argv = argv
@@ -321,20 +366,20 @@ class Vm:
         self.stderr.close()
 
 
-def setup_device(qt):
+def setup_device(qt, slot=SLOT, bar0=BAR0, bar2=BAR2):
     """Programs BAR0/BAR2 and PCI_COMMAND.MEMORY (no firmware did); returns the VRAM size."""
-    ids = qt.cfg_read(0)
+    ids = qt.cfg_read(0, slot)
     if ids != 0x11111234:
-        raise RuntimeError(f"slot {SLOT}: vendor/device 0x{ids:08x}, not a bochs-display")
-    qt.cfg_write(0x10, 0xFFFFFFFF)
-    size = (~(qt.cfg_read(0x10) & ~0xF) & 0xFFFFFFFF) + 1
-    qt.cfg_write(0x10, BAR0)
-    qt.cfg_write(0x18, BAR2)
-    cmd = qt.cfg_read(0x04) & 0xFFFF
-    qt.cfg_write(0x04, cmd | 0x2)
-    if qt.cfg_read(0x10) & ~0xF != BAR0 or qt.readw(BAR2 + DISPI) != DISPI_ID5:
-        raise RuntimeError("BAR programming did not take: BAR0 "
-                           f"0x{qt.cfg_read(0x10):08x}, DISPI ID 0x{qt.readw(BAR2 + DISPI):04x}")
+        raise RuntimeError(f"slot {slot}: vendor/device 0x{ids:08x}, not a bochs-display")
+    qt.cfg_write(0x10, 0xFFFFFFFF, slot)
+    size = (~(qt.cfg_read(0x10, slot) & ~0xF) & 0xFFFFFFFF) + 1
+    qt.cfg_write(0x10, bar0, slot)
+    qt.cfg_write(0x18, bar2, slot)
+    cmd = qt.cfg_read(0x04, slot) & 0xFFFF
+    qt.cfg_write(0x04, cmd | 0x2, slot)
+    if qt.cfg_read(0x10, slot) & ~0xF != bar0 or qt.readw(bar2 + DISPI) != DISPI_ID5:
+        raise RuntimeError(f"slot {slot}: BAR programming did not take: BAR0 "
+                           f"0x{qt.cfg_read(0x10, slot):08x}, DISPI ID 0x{qt.readw(bar2 + DISPI):04x}")
     return size
 
 
@@ -451,6 +496,278 @@ def wait_migration(t, qmp, timeout, give_up):
         time.sleep(0.5)
 
 
+def bar0_size(bdf):
+    try:
+        return os.stat(f"/sys/bus/pci/devices/{bdf}/resource0").st_size
+    except OSError:
+        return None
+
+
+def new_states(qmp, since, device_id="gpu0"):
+    with qmp.cond:
+        return [ev["data"]["device-state"] for _, ev in qmp.events[since:]
+                if ev["event"] == "VFIO_MIGRATION" and ev["data"].get("device-id") == device_id]
+
+
+def wait_state(qmp, since, state, timeout, device_id="gpu0"):
+    """Waits until the VFIO_MIGRATION events after the first `since` include `state`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if state in new_states(qmp, since, device_id):
+            return True
+        qmp.wait_event(lambda ev: ev["event"] == "VFIO_MIGRATION", 1)
+    return False
+
+
+def iterate_traces(text):
+    """(initial, dirty) of each `vfio_save_iterate` trace line of QEMU's log backend."""
+    out = []
+    for m in re.finditer(r"vfio_save_iterate\b.*?precopy initial size (\w+) precopy dirty size (\w+)",
+                         text):
+        out.append((int(m.group(1), 0), int(m.group(2), 0)))
+    return out
+
+
+def failure_paths(t, bdfs, scratch, bios, rng):
+    """A source QEMU with return-path and switchover-ack (on every destination too) is written
+    to all along while (a) a destination with another VRAM size refuses the stream, (b) a
+    migration is cancelled in PRE_COPY, (c) the destination is killed in PRE_COPY, then (d) it
+    migrates into a fresh destination, whose VRAM must then equal everything written. For (d)
+    the downtime limit is raised to 60 s, so that only switchover-ack holds the switchover back:
+    the source's last `vfio_save_iterate` (QEMU's trace) must show no initial data left."""
+    caps = [{"capability": c, "state": True} for c in ("events", "return-path", "switchover-ack")]
+    switchover = threading.Event()
+
+    def src_event(ev):
+        # Only a real switchover stops the writer; failed and cancelled attempts do not.
+        if ev["event"] == "STOP" or (ev["event"] == "VFIO_MIGRATION" and
+                                     ev["data"].get("device-state") in SWITCHOVER_STATES):
+            switchover.set()
+
+    vms = []
+
+    def dst_vm(name, bdf):
+        vm = Vm(name, bdf, scratch, bios, ["-incoming", "defer"])
+        vms.append(vm)
+        vm.uri = f"unix:{os.path.join(scratch, name + '.mig')}"
+        vm.qmp.cmd("migrate-set-capabilities", capabilities=caps)
+        vm.qmp.cmd("migrate-incoming", uri=vm.uri)
+        return vm
+
+    def attempt(dst, name):
+        """Runs one migration to its end; returns (query-migrate, source states of it)."""
+        since = len(src.qmp.events)
+        src.qmp.cmd("migrate", uri=dst.uri)
+        info = wait_migration(t, src.qmp, 300, threading.Event())
+        # The source's notifiers (device back to RUNNING) run in the migration's cleanup.
+        src.qmp.wait_event(lambda ev: False, 2)
+        states = new_states(src.qmp, since)
+        t.diag(f"{name}: {progress(info)}" + (f", error: {info['error-desc']}"
+                                               if info.get("error-desc") else ""))
+        t.diag(f"{name}: source VFIO_MIGRATION {' '.join(states)}")
+        return info, states
+
+    def held_in_pre_copy(dst, name, action):
+        """Starts a migration held in PRE_COPY by a 1 MiB/s bandwidth limit, runs `action`
+        there; returns (whether PRE_COPY was seen, query-migrate, source states)."""
+        src.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 20})
+        since = len(src.qmp.events)
+        src.qmp.cmd("migrate", uri=dst.uri)
+        seen = wait_state(src.qmp, since, "pre-copy", 120)
+        time.sleep(2)
+        action()
+        info = wait_migration(t, src.qmp, 120, threading.Event())
+        src.qmp.wait_event(lambda ev: False, 2)
+        states = new_states(src.qmp, since)
+        src.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 128 << 20})  # QEMU's default
+        t.diag(f"{name}: {progress(info)}" + (f", error: {info['error-desc']}"
+                                               if info.get("error-desc") else ""))
+        return seen, info, states
+
+    src = None
+    writer = None
+    try:
+        src = Vm("src2", bdfs[0], scratch, bios, ["-S", "-trace", "vfio_save_iterate"],
+                 on_event=src_event)
+        vms.append(src)
+        src.qmp.cmd("migrate-set-capabilities", capabilities=caps)
+        size = setup_device(src.qtest)
+        src.qmp.cmd("cont")
+        shadow = bytearray(rng.randbytes(size))
+        for off in range(0, size, 1 << 20):
+            src.qtest.write(BAR0 + off, bytes(shadow[off:off + (1 << 20)]))
+        regs = random_mode(rng)
+        for idx in MODE_REGS:
+            src.qtest.writew(BAR2 + DISPI + 2 * idx, regs[idx])
+        precopy = threading.Event()
+        writer = Writer(src.qtest, shadow, regs, rng, (switchover,), precopy)
+        writer.start()
+
+        # (a) A destination whose VRAM has another size.
+        other = [b for b in bdfs[2:] if bar0_size(b) not in (None, size)]
+        if not other:
+            t.skip(FAILURE_TESTS[0], "no device with another VRAM size")
+        else:
+            dst = dst_vm("dst-small", other[0])
+            info, states = attempt(dst, f"into {other[0]} ({bar0_size(other[0]) >> 20} MiB)")
+            ok = (info.get("status") == "failed" and "stop-copy" not in states
+                  and states[-1:] == ["running"])
+            t.result(ok, FAILURE_TESTS[0], f"{other[0]}: status {info.get('status')}; "
+                     f"source states {' '.join(states)} (expected: failed, no stop-copy, "
+                     "ending in running)")
+            dst.stop()
+            err = dst.stderr_text().strip()
+            if err:
+                t.diag(f"dst-small stderr (exit {dst.proc.returncode}):\n{err}")
+
+        # (b) Cancelled in PRE_COPY.
+        dst = dst_vm("dst-cancel", bdfs[1])
+        seen, info, states = held_in_pre_copy(dst, "cancel", lambda: src.qmp.cmd("migrate_cancel"))
+        ok = (seen and info.get("status") == "cancelled" and "stop-copy" not in states
+              and states[-1:] == ["running"])
+        t.result(ok, FAILURE_TESTS[1], f"status {info.get('status')}; source states "
+                 f"{' '.join(states)} (expected: cancelled, pre-copy ... running)")
+        dst.stop()
+
+        # (c) The destination killed (SIGKILL) in PRE_COPY.
+        dst = dst_vm("dst-killed", bdfs[1])
+
+        def kill():
+            dst.proc.kill()
+            dst.proc.wait()
+
+        seen, info, states = held_in_pre_copy(dst, "killed", kill)
+        ok = (seen and info.get("status") == "failed" and "stop-copy" not in states
+              and states[-1:] == ["running"])
+        t.result(ok, FAILURE_TESTS[2], f"status {info.get('status')}; source states "
+                 f"{' '.join(states)} (expected: failed, pre-copy ... running)")
+        dst.stop()
+
+        # The source still runs, its device RUNNING and still being written.
+        status = query_status(src.qmp)
+        before = writer.writes
+        time.sleep(2)
+        ok = status == "running" and src.qmp.vfio_states()[-1:] == ["running"] and \
+            writer.writes > before and writer.error is None
+        t.result(ok, FAILURE_TESTS[3], f"source {status}, device {src.qmp.vfio_states()[-1:]}, "
+                 f"{writer.writes - before} writes in 2 s"
+                 + (f", writer error: {writer.error}" if writer.error else ""))
+
+        # (d) Migratable again, into a fresh destination; only switchover-ack holds it back.
+        dst = dst_vm("dst-final", bdfs[1])
+        src.qmp.cmd("migrate-set-parameters", **{"downtime-limit": 60000})
+        traces_before = len(iterate_traces(src.stderr_text()))
+        info, states = attempt(dst, "final")
+        switchover.set()
+        writer.join(60)
+        traces = iterate_traces(src.stderr_text())[traces_before:]
+        t.result(bool(traces) and traces[-1][0] == 0, FAILURE_TESTS[4],
+                 f"{len(traces)} vfio_save_iterate calls; initial bytes left after the first "
+                 f"{traces[0][0] if traces else '-'}, after the last {traces[-1][0] if traces else '-'} "
+                 f"(dirty {traces[-1][1] if traces else '-'})")
+        done = info.get("status") == "completed"
+        t.result(done and states == SRC_STATES[2:], FAILURE_TESTS[5],
+                 f"status {info.get('status')}, downtime {info.get('downtime')} ms, source states "
+                 f"{' '.join(states)}; {writer.writes} writes in all")
+        if done:
+            got = read_vram(dst.qtest, size)
+            bad = compare_vram(got, shadow, writer.ambiguous)
+            regs_bad = [i for i in MODE_REGS if dst.qtest.readw(BAR2 + DISPI + 2 * i) != regs[i]
+                        and not (writer.ambiguous and writer.ambiguous[:2] == ("reg", i))]
+            t.result(not bad and not regs_bad, FAILURE_TESTS[6],
+                     f"{len(bad)} of {size // PAGE} pages differ; registers differing: {regs_bad}")
+    except Exception as e:  # noqa: BLE001
+        t.diag(f"failure paths: {e!r}")
+    finally:
+        if writer:
+            switchover.set()
+            writer.join(60)
+        for vm in reversed(vms):
+            vm.stop()
+        for vm in vms:
+            err = "\n".join(line for line in vm.stderr_text().splitlines()
+                            if "vfio_save_iterate" not in line).strip()
+            if err and vm.name != "dst-small":
+                t.diag(f"{vm.name} stderr (exit {vm.proc.returncode}):\n{err}")
+        t.fail_missing(FAILURE_TESTS, "the failure-path scenario broke off")
+
+
+def two_devices(t, bdfs, scratch, bios, rng):
+    """One VM with two devices (gpu0, gpu1) migrates into one with two others, with QEMU's
+    defaults; both devices' VRAM and modes must arrive, and both must pass through the P2P
+    states (QEMU uses them with more than one device)."""
+    same = [b for b in bdfs if bar0_size(b) == bar0_size(bdfs[0])]
+    if len(same) < 4:
+        for name in TWO_DEVICE_TESTS:
+            t.skip(name, f"needs four devices of one VRAM size, {len(same)} bound")
+        return
+    vms = []
+    try:
+        dst = Vm("dst-two", [same[1], same[3]], scratch, bios, ["-incoming", "defer"])
+        vms.append(dst)
+        src = Vm("src-two", [same[0], same[2]], scratch, bios, ["-S"])
+        vms.append(src)
+        uri = f"unix:{os.path.join(scratch, 'two.mig')}"
+        for vm in (dst, src):
+            vm.qmp.cmd("migrate-set-capabilities",
+                       capabilities=[{"capability": "events", "state": True}])
+        dst.qmp.cmd("migrate-incoming", uri=uri)
+        bars = [(SLOT, BAR0, BAR2), (SLOT + 1, BAR0 + 0x2000000, BAR2 + 0x1000)]
+        sizes = [setup_device(src.qtest, *b) for b in bars]
+        src.qmp.cmd("cont")
+        shadows, modes = [], []
+        for (slot, bar0, bar2), size in zip(bars, sizes):
+            shadow = rng.randbytes(size)
+            for off in range(0, size, 1 << 20):
+                src.qtest.write(bar0 + off, shadow[off:off + (1 << 20)])
+            regs = random_mode(rng)
+            for idx in MODE_REGS:
+                src.qtest.writew(bar2 + DISPI + 2 * idx, regs[idx])
+            shadows.append(shadow)
+            modes.append(regs)
+        src.qmp.cmd("migrate", uri=uri)
+        info = wait_migration(t, src.qmp, 600, threading.Event())
+        src.qmp.wait_event(lambda ev: False, 2)
+        done = info.get("status") == "completed"
+        t.result(done, TWO_DEVICE_TESTS[0],
+                 f"{progress(info)}, downtime {info.get('downtime')} ms"
+                 + (f", error: {info['error-desc']}" if info.get("error-desc") else ""))
+        want_dst = ["resuming", "running-p2p", "running"]
+        got = {f"src gpu{i}": src.qmp.vfio_states(f"gpu{i}") for i in range(2)}
+        got.update({f"dst gpu{i}": dst.qmp.vfio_states(f"gpu{i}") for i in range(2)})
+        ok = all(got[f"src gpu{i}"] == SRC_STATES for i in range(2)) and \
+            all(got[f"dst gpu{i}"] == want_dst for i in range(2))
+        t.result(ok, TWO_DEVICE_TESTS[1], "\n".join(f"{k}: {' '.join(v)}" for k, v in got.items()))
+        if done:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and query_status(dst.qmp) != "running":
+                time.sleep(0.5)
+            bad = []
+            for i, ((slot, bar0, bar2), size) in enumerate(zip(bars, sizes)):
+                got_vram = bytearray()
+                for off in range(0, size, 1 << 20):
+                    got_vram += dst.qtest.read(bar0 + off, min(1 << 20, size - off))
+                pages = compare_vram(got_vram, shadows[i], None)
+                if pages:
+                    bad.append(f"gpu{i}: {len(pages)} pages differ")
+                regs = [x for x in MODE_REGS
+                        if dst.qtest.readw(bar2 + DISPI + 2 * x) != modes[i][x]]
+                if regs:
+                    bad.append(f"gpu{i}: registers {regs} differ")
+            t.result(not bad, TWO_DEVICE_TESTS[2], "; ".join(bad) if bad else
+                     f"both devices' {sizes[0] >> 20} MiB of VRAM and modes arrived")
+    except Exception as e:  # noqa: BLE001
+        t.diag(f"two devices: {e!r}")
+    finally:
+        for vm in reversed(vms):
+            vm.stop()
+        for vm in vms:
+            err = vm.stderr_text().strip()
+            if err:
+                t.diag(f"{vm.name} stderr (exit {vm.proc.returncode}):\n{err}")
+        t.fail_missing(TWO_DEVICE_TESTS, "the two-device scenario broke off")
+
+
 def main(argv):
     if len(argv) < 3:
         print("usage: qemu_migration_test.py SRC_BDF DST_BDF [OTHER_BDF...]", file=sys.stderr)
@@ -459,7 +776,7 @@ def main(argv):
     t = Ktap(len(TEST_NAMES))
     if shutil.which(QEMU) is None:
         t.diag(f"{QEMU} not found")
-        t.skip_rest("no QEMU")
+        t.fail_missing(TEST_NAMES, f"no {QEMU}")
         return 1
     t.diag(subprocess.run([QEMU, "--version"], capture_output=True, text=True).stdout.splitlines()[0])
     t.diag(f"source {src_bdf}, destination {dst_bdf}")
@@ -505,14 +822,14 @@ def main(argv):
             started = time.monotonic() - t0
             if query_status(src.qmp) != "running":
                 raise RuntimeError(f"source not running after cont: {query_status(src.qmp)}")
-            t.result(True, TEST_NAMES[0],
+            t.result(True, MAIN_TESTS[0],
                      f"both QEMUs up in {started:.1f} s; VRAM {size >> 20} MiB at 0x{BAR0:x}, "
                      f"DISPI at 0x{BAR2 + DISPI:x}\nsource: {' '.join(src.argv)}\n"
                      f"destination: {' '.join(dst.argv)}")
         except Exception as e:  # noqa: BLE001
-            t.result(False, TEST_NAMES[0], f"{e}\n" + "".join(
+            t.result(False, MAIN_TESTS[0], f"{e}\n" + "".join(
                 f"--- {vm.name} stderr:\n{vm.stderr_text()}" for vm in vms))
-            t.skip_rest("QEMUs did not start")
+            t.fail_missing(TEST_NAMES, "the QEMUs did not start")
             return 1
 
         # The source's initial content: all of VRAM random, a mode.
@@ -538,7 +855,7 @@ def main(argv):
         except RuntimeError as e:
             em = str(e)
         blocked = info.get("blocked-reasons")
-        t.result(not blocked and em == "auto", TEST_NAMES[1],
+        t.result(not blocked and em == "auto", MAIN_TESTS[1],
                  f"enable-migration={em}, blocked-reasons={blocked or 'none'}")
 
         # 3. Migrate while writing.
@@ -584,11 +901,11 @@ def main(argv):
             detail += f"\ndestination status {dst_status}"
         if not completed:
             detail += "".join(f"\n--- {vm.name} stderr:\n{vm.stderr_text()}" for vm in vms)
-        t.result(completed and dst_status == "running" and not gave_up.is_set(), TEST_NAMES[2],
+        t.result(completed and dst_status == "running" and not gave_up.is_set(), MAIN_TESTS[2],
                  detail)
 
         amb = writer.ambiguous
-        t.result(writer.error is None and writer.during_precopy > 0, TEST_NAMES[3],
+        t.result(writer.error is None and writer.during_precopy > 0, MAIN_TESTS[3],
                  f"{writer.writes} writes in all, {writer.during_precopy} while the source device "
                  f"was in PRE_COPY; in flight at the switchover: "
                  f"{(amb[0] + ' ' + str(amb[1])) if amb else 'none'}"
@@ -596,10 +913,10 @@ def main(argv):
 
         # 4. Device-state sequences.
         got = src.qmp.vfio_states()
-        t.result(got == SRC_STATES, TEST_NAMES[4],
+        t.result(got == SRC_STATES, MAIN_TESTS[4],
                  f"source VFIO_MIGRATION: {' '.join(got)}\nexpected:            {' '.join(SRC_STATES)}")
         got = dst.qmp.vfio_states()
-        t.result(got == DST_STATES, TEST_NAMES[5],
+        t.result(got == DST_STATES, MAIN_TESTS[5],
                  f"destination VFIO_MIGRATION: {' '.join(got)}\nexpected:                 "
                  f"{' '.join(DST_STATES)}")
 
@@ -613,9 +930,9 @@ def main(argv):
                           f"{time.monotonic() - t3:.1f} s; {len(bad)} of {size // PAGE} pages differ")
                 if bad:
                     detail += f" (first: {', '.join(str(p) for p in bad[:16])})"
-                t.result(not bad, TEST_NAMES[6], detail)
+                t.result(not bad, MAIN_TESTS[6], detail)
             except Exception as e:  # noqa: BLE001
-                t.result(False, TEST_NAMES[6], str(e))
+                t.result(False, MAIN_TESTS[6], str(e))
             try:
                 bad = []
                 for idx in MODE_REGS:
@@ -629,20 +946,25 @@ def main(argv):
                     bad.append(f"ID 0x{ident:x}")
                 if mem64k != size >> 16:
                     bad.append(f"VIDEO_MEMORY_64K {mem64k}")
-                t.result(not bad, TEST_NAMES[7],
+                t.result(not bad, MAIN_TESTS[7],
                          "; ".join(bad) if bad else
                          "DISPI " + " ".join(f"{i}=0x{regs[i]:x}" for i in MODE_REGS))
             except Exception as e:  # noqa: BLE001
-                t.result(False, TEST_NAMES[7], str(e))
-        else:
-            t.skip_rest("the migration did not complete")
+                t.result(False, MAIN_TESTS[7], str(e))
+    except Exception as e:  # noqa: BLE001
+        t.diag(f"main scenario: {e!r}")
     finally:
+        t.fail_missing(MAIN_TESTS, "the scenario broke off or the migration did not complete")
         for vm in reversed(vms):
             vm.stop()
         for vm in vms:
             err = vm.stderr_text().strip()
             if err:
                 t.diag(f"{vm.name} stderr (exit {vm.proc.returncode}):\n{err}")
+    try:
+        failure_paths(t, argv[1:], scratch, bios, rng)
+        two_devices(t, argv[1:], scratch, bios, rng)
+    finally:
         if os.environ.get("QVP_QEMU_KEEP"):
             t.diag(f"scratch kept in {scratch}")
         else:
