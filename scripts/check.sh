@@ -118,13 +118,14 @@ fi
 echo "[check] guest tests (KUnit, kselftest, module lifecycle)" >&2
 set +e
 # A guest that hangs (a stuck reset, a deadlock) must fail the check, not the CI time limit.
-# Five devices: four of 16 MiB (two migrations at once in the stress test) and one of 8 MiB, which
-# a PRE_COPY stream of a 16 MiB device must be refused by at its first write.
-timeout --kill-after=30 "${QVP_GUEST_TIMEOUT:-1800}" \
-	"$repo/tests/vm/run" --devices 5 --vgamem 16M,16M,16M,16M,8M --console "$res/console.log" -- tests/guest-tests.sh \
+# Five devices: four of 16 MiB (two migrations at once in the stress test, two VMs of two devices
+# in the QEMU suite) and one of 8 MiB, which a PRE_COPY stream of a 16 MiB device must be refused
+# by at its first write. 2 GiB: the QEMU suite runs two L2 QEMUs beside the debug kernel.
+timeout --kill-after=30 "${QVP_GUEST_TIMEOUT:-2700}" \
+	"$repo/tests/vm/run" --devices 5 --vgamem 16M,16M,16M,16M,8M --memory 2G --console "$res/console.log" -- tests/guest-tests.sh \
 	>"$res/guest.log" 2>"$res/guest.stderr"
 rc=$?
-[ "$rc" != 124 ] || echo "[check] the guest did not finish within ${QVP_GUEST_TIMEOUT:-1800} s" >&2
+[ "$rc" != 124 ] || echo "[check] the guest did not finish within ${QVP_GUEST_TIMEOUT:-2700} s" >&2
 set -e
 if [ "$rc" != 0 ]; then
 	result "$res/vm.results" fail "guest ran (tests/vm/run exit status $rc)" \
