@@ -5,7 +5,6 @@
  */
 #include <linux/build_bug.h>
 #include <linux/container_of.h>
-#include <linux/huge_mm.h>
 #include <linux/mm.h>
 #include <linux/poll.h>
 #include <linux/sched.h>
