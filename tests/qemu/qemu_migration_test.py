@@ -50,6 +50,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -568,21 +569,30 @@ def failure_paths(t, bdfs, scratch, bios, rng):
         return info, states
 
     def held_in_pre_copy(dst, name, action):
-        """Starts a migration held in PRE_COPY by a 1 MiB/s bandwidth limit, runs `action`
-        there; returns (whether PRE_COPY was seen, query-migrate, source states)."""
-        src.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 20})
+        """Starts a migration and holds it in PRE_COPY: as soon as the source's device is in
+        PRE_COPY the destination QEMU is stopped (SIGSTOP), so it neither reads the stream nor
+        sends the switchover ack. Runs `action` there and waits for the end; returns (whether
+        the source was still migrating in PRE_COPY when `action` ran, query-migrate, source
+        states)."""
         since = len(src.qmp.events)
         src.qmp.cmd("migrate", uri=dst.uri)
         seen = wait_state(src.qmp, since, "pre-copy", 120)
+        os.kill(dst.proc.pid, signal.SIGSTOP)
         time.sleep(2)
+        status = src.qmp.cmd("query-migrate").get("status")
+        held = seen and status == "active" and not \
+            SWITCHOVER_STATES & set(new_states(src.qmp, since))
+        t.diag(f"{name}: source {status} in {' '.join(new_states(src.qmp, since))} "
+               "with the destination stopped")
         action()
         info = wait_migration(t, src.qmp, 120, threading.Event())
         src.qmp.wait_event(lambda ev: False, 2)
         states = new_states(src.qmp, since)
-        src.qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 128 << 20})  # QEMU's default
+        if dst.proc.poll() is None:
+            os.kill(dst.proc.pid, signal.SIGCONT)
         t.diag(f"{name}: {progress(info)}" + (f", error: {info['error-desc']}"
                                                if info.get("error-desc") else ""))
-        return seen, info, states
+        return held, info, states
 
     src = None
     writer = None
