@@ -207,10 +207,6 @@ impl MigDevice for QvpDevice {
         self.disarm_write_tracking();
     }
 
-    fn tracking_ended(&self) {
-        self.unmap_tracked_bar();
-    }
-
     fn dirty_snapshot(&self, out: &mut [u64]) -> Result {
         self.copy_dirty_bits(out);
         Ok(())

@@ -393,12 +393,6 @@ pub(crate) trait MigDevice: Send + Sync + Sized + 'static {
     /// Stops tracking writes. Atomics only (see above); calling it while not armed does nothing.
     fn disarm_tracking(&self);
 
-    /// A pre-copy session ended outside the reset path (its file is disabled, the tracking
-    /// disarmed; the state mutex is held, `memory_lock` is not): the device may undo what only
-    /// tracking needed. The real device zaps the 4 KiB mappings of its BAR, so that the next
-    /// faults map it as plain vfio-pci does, huge where the kernel can.
-    fn tracking_ended(&self) {}
-
     /// Copies the dirty bitmap into `out`, one bit per page, page 0 in bit 0 of `out[0]`;
     /// `out` has [`words`](crate::stream::precopy::words) of the memory size words. Touches no
     /// device: `MIG_DATA_SIZE` and `PRECOPY_INFO` read it while the guest runs.
@@ -682,9 +676,6 @@ impl<D: MigDevice> Migration<D> {
                 // A pre-copy file disarms the tracker as it is disabled.
                 if let Some(f) = inner.saving.take() {
                     f.disable();
-                    if f.is_precopy() {
-                        dev.tracking_ended();
-                    }
                 }
                 Ok(None)
             }

@@ -372,18 +372,6 @@ impl<T: VariantDriver> Device<T> {
         self.tracker.disarm();
     }
 
-    /// Zaps every user mapping of the tracked BAR, so that the next faults map it afresh (after
-    /// tracking, as vfio-pci-core maps it: huge entries where the kernel can, not the 4 KiB PTEs
-    /// tracking left). Touches no device; sleeps (`unmap_mapping_range()`).
-    pub(crate) fn unmap_tracked_bar(&self) {
-        if let Some(bar) = T::TRACKED_BAR {
-            // The whole BAR: an offset inside the region index space, which cannot overflow.
-            let _ = self
-                .tracker
-                .zap(index_to_offset(bar), 0, self.tracker.npages());
-        }
-    }
-
     /// Copies the dirty bitmap of the tracked BAR into `out` (page 0 in bit 0 of `out[0]`).
     /// Touches no device.
     pub(crate) fn copy_dirty_bits(&self, out: &mut [u64]) {
@@ -673,8 +661,10 @@ impl<T: VariantDriver> Device<T> {
     /// `huge_fault` maps huge entries, writable, as vfio-pci-core does, while tracking is off, and
     /// falls back to 4 KiB PTEs while it is armed (the dirty granule is a 4 KiB page; a huge entry
     /// that existed before arming is writable, all its pages' bits are set, and the first take of
-    /// any of them zaps it whole). The mm calls it only on kernels that map PFNs huge. No
-    /// `access`, as in vfio-pci-core (ptrace cannot reach the BAR).
+    /// any of them zaps it whole). The mm calls it only on kernels that map PFNs huge, and only
+    /// where no page table exists yet: a range mapped with 4 KiB PTEs while tracking keeps them,
+    /// writable once written, until it is unmapped. No `access`, as in vfio-pci-core (ptrace
+    /// cannot reach the BAR).
     const VM_OPS: kernel::bindings::vm_operations_struct = kernel::bindings::vm_operations_struct {
         fault: Some(Self::fault_callback),
         huge_fault: Some(Self::huge_fault_callback),
