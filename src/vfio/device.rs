@@ -662,8 +662,8 @@ impl<T: VariantDriver> Device<T> {
     /// falls back to 4 KiB PTEs while it is armed (the dirty granule is a 4 KiB page; a huge entry
     /// that existed before arming is writable, all its pages' bits are set, and the first take of
     /// any of them zaps it whole). The mm calls it only on kernels that map PFNs huge, and only
-    /// where no page table exists yet: a range mapped with 4 KiB PTEs while tracking keeps them,
-    /// writable once written, until it is unmapped. No `access`, as in vfio-pci-core (ptrace
+    /// where no page table exists yet: a range mapped with 4 KiB PTEs while tracking keeps its
+    /// page table until it is unmapped. No `access`, as in vfio-pci-core (ptrace
     /// cannot reach the BAR).
     const VM_OPS: kernel::bindings::vm_operations_struct = kernel::bindings::vm_operations_struct {
         fault: Some(Self::fault_callback),
