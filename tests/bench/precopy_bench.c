@@ -302,21 +302,37 @@ static uint32_t le32(const uint8_t *p)
 }
 
 /* Counts the MEMORY records of a stream piece and their data bytes. */
-static void count_memory(const uint8_t *p, size_t len, uint64_t *records, uint64_t *bytes)
+/*
+ * Walks the whole stream @p (@len bytes) and counts what lies from offset @from on: the MEMORY
+ * records that end there (@records) and their data bytes there (@bytes); @aligned says whether
+ * @from is a record boundary (a PRE_COPY round that ended at its deadline may have stopped
+ * inside a record, whose rest then comes first in STOP_COPY).
+ */
+static void count_memory(const uint8_t *p, size_t len, size_t from, uint64_t *records,
+			 uint64_t *bytes, bool *aligned)
 {
 	size_t at = 0;
 
 	*records = *bytes = 0;
+	*aligned = from == len;
 	/* record header: "QVPR", le32 type, le32 flags, le32 reserved, le64 payload_len */
 	while (at + REC_HDR <= len) {
 		uint32_t type = le32(p + at + 4);
 		uint64_t plen = le32(p + at + 16) | (uint64_t)le32(p + at + 20) << 32;
+		size_t end = at + REC_HDR + plen + 4;
 
-		if (type == REC_MEMORY) {
+		if (at == from)
+			*aligned = true;
+		if (end > from && type == REC_MEMORY) {
+			/* data: after the header and the le64 offset, before the CRC */
+			size_t data = at + REC_HDR + 8, data_end = end - 4;
+			size_t lo = data > from ? data : from;
+
 			(*records)++;
-			*bytes += plen - 8;
+			if (data_end > lo)
+				*bytes += data_end - lo;
 		}
-		at += REC_HDR + plen + 4;
+		at = end;
 	}
 }
 
@@ -343,6 +359,7 @@ static int bench(struct dev *src, struct dev *dst, double percent)
 {
 	uint64_t per_sec = (uint64_t)(src->size / PAGE * percent / 100);
 	uint64_t initial, dirty, size_before, records, bytes;
+	bool aligned;
 	struct buf alone = { 0 }, pre = { 0 };
 	double t0, t_alone, t_initial, t_stop, iter_end;
 	size_t at_initial_end, at_stop;
@@ -415,7 +432,7 @@ static int bench(struct dev *src, struct dev *dst, double percent)
 	read_until_end(dfd, &pre, false);
 	t_stop = now() - t0;
 	close(dfd);
-	count_memory(pre.p + at_stop, pre.len - at_stop, &records, &bytes);
+	count_memory(pre.p, pre.len, at_stop, &records, &bytes, &aligned);
 	expect = bytes + REGS_LEN + MEMORY_OVERHEAD * records + REGS_REC - REGS_LEN + END_REC;
 	ratio_bytes = (pre.len - at_stop) / (double)(bytes + REGS_LEN + 28 + END_REC);
 	ratio_time = t_stop / t_alone;
@@ -424,7 +441,11 @@ static int bench(struct dev *src, struct dev *dst, double percent)
 	       pre.len - at_stop, t_stop, (unsigned long long)(bytes / PAGE),
 	       (unsigned long long)records, (unsigned long long)size_before,
 	       (unsigned long long)dirty);
-	if (pre.len - at_stop != size_before || (double)(pre.len - at_stop) != expect) {
+	if (!aligned)
+		printf("  (the last PRE_COPY round ended inside a record at its deadline: the rest of "
+		       "that record came first, its framing is not counted above)\n");
+	if (pre.len - at_stop != size_before ||
+	    (aligned && (double)(pre.len - at_stop) != expect)) {
 		printf("  FAIL: STOP_COPY bytes %zu, MIG_DATA_SIZE %llu, framing says %.0f\n",
 		       pre.len - at_stop, (unsigned long long)size_before, expect);
 		fails++;
