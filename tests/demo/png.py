@@ -151,21 +151,31 @@ def text(image, x0, y0, s, rgb=(255, 255, 255), scale=2):
                             pixels[(y * width + x) * 3:(y * width + x + scale) * 3] = px * scale
 
 
-def side_by_side(panels, title=None, gap=16, margin=16, scale=2):
-    """panels: [(image, [caption lines])]; returns one image with the captions above each."""
+def grid(rows, title=None, gap=16, margin=16, scale=2):
+    """rows: [[(image, [caption lines]), ...], ...]; returns one image with the panels in rows,
+    each with its caption above it, and the title above all."""
     line_h = 10 * scale
-    caption_h = max(len(lines) for _, lines in panels) * line_h + 4
     title_h = (line_h + 8) if title else 0
-    width = 2 * margin + sum(img[0] for img, _ in panels) + gap * (len(panels) - 1)
-    height = 2 * margin + title_h + caption_h + max(img[1] for img, _ in panels)
+    caption_h = max(len(lines) for row in rows for _, lines in row) * line_h + 4
+    cell_w = max(img[0] for row in rows for img, _ in row)
+    cell_h = caption_h + max(img[1] for row in rows for img, _ in row)
+    cols = max(len(row) for row in rows)
+    width = 2 * margin + cols * cell_w + (cols - 1) * gap
+    height = 2 * margin + title_h + len(rows) * cell_h + (len(rows) - 1) * gap
     out = blank(width, height, (48, 48, 48))
     if title:
         text(out, margin, margin, title, scale=scale)
-    x = margin
-    for img, lines in panels:
-        for i, line in enumerate(lines):
-            text(out, x, margin + title_h + i * line_h, line,
-                 rgb=(255, 255, 255) if i == 0 else (200, 200, 200), scale=scale)
-        paste(out, img, x, margin + title_h + caption_h)
-        x += img[0] + gap
+    for r, row in enumerate(rows):
+        y = margin + title_h + r * (cell_h + gap)
+        for c, (img, lines) in enumerate(row):
+            x = margin + c * (cell_w + gap)
+            for i, line in enumerate(lines):
+                text(out, x, y + i * line_h, line,
+                     rgb=(255, 255, 255) if i == 0 else (200, 200, 200), scale=scale)
+            paste(out, img, x, y + caption_h)
     return out
+
+
+def side_by_side(panels, title=None, **kw):
+    """panels: [(image, [caption lines])] in one row."""
+    return grid([panels], title, **kw)
