@@ -120,7 +120,9 @@ class Trace:
     def __init__(self, path):
         self.follow = Follow(path)
         self.initial = self.dirty = self.stopcopy = None
-        self.max_dirty = 0
+        # initial_bytes when PRE_COPY began: QEMU lowers its copy by what it reads, so the sum of
+        # the two is constant while initial data is left.
+        self.initial_total = None
         self.read_precopy = self.read_stopcopy = self.loaded = 0
         self.in_stopcopy = False
 
@@ -133,7 +135,8 @@ class Trace:
                 if m.group(2) is not None:
                     self.stopcopy = int(m.group(2))
                 self.initial, self.dirty = int(m.group(3)), int(m.group(4))
-                self.max_dirty = max(self.max_dirty, self.dirty)
+                if self.initial_total is None and self.initial > 0:
+                    self.initial_total = self.initial + self.read_precopy
                 continue
             m = re.search(r"vfio_save_block .* data_size (\d+)", line)
             if m:
@@ -148,6 +151,12 @@ class Trace:
             m = re.search(r"vfio_load_state_device_data .* size (\d+) ret 0", line)
             if m:
                 self.loaded += int(m.group(1))
+
+    def dirty_sent(self):
+        """Bytes read in PRE_COPY beyond the initial data: pages the guest wrote again."""
+        if self.initial_total is None:
+            return None
+        return max(0, self.read_precopy - self.initial_total)
 
 
 def qemu_argv(name, bdf, scratch, kernel, initrd, extra):
@@ -474,7 +483,8 @@ def main(argv):
                 device = f"STOP_COPY read {mib(tr.read_stopcopy)}"
             elif tr.initial is not None:
                 device = (f"PRE_COPY left {mib(tr.initial + tr.dirty)} (initial "
-                          f"{mib(tr.initial)}, dirty {mib(tr.dirty)})")
+                          f"{mib(tr.initial)}, dirty {mib(tr.dirty)}), dirty sent "
+                          f"{mib(tr.dirty_sent())}")
             else:
                 device = "PRE_COPY left -"
             say(f"{time.monotonic() - mig_start:5.1f} s {info.get('status', '-'):9} "
@@ -496,7 +506,8 @@ def main(argv):
         results["pre_copy_read"] = src.trace.read_precopy
         results["stop_copy_read"] = src.trace.read_stopcopy
         results["destination_loaded"] = dst.trace.loaded
-        results["max_dirty"] = src.trace.max_dirty
+        results["pre_copy_initial"] = src.trace.initial_total
+        results["pre_copy_dirty_sent"] = src.trace.dirty_sent()
 
         # 3. After the switchover.
         dst_status = None
@@ -517,9 +528,10 @@ def main(argv):
             f"{ram.get('transferred')} (all of the main channel, the device's data included), "
             f"precopy-bytes {ram.get('precopy-bytes')}, downtime-bytes {ram.get('downtime-bytes')}")
         say(f"  device data (QEMU's trace events): read from A {src.trace.read_precopy} bytes in "
-            f"PRE_COPY (all of VRAM once, then the pages the guest wrote again; the most dirty "
-            f"data waiting at once: {src.trace.max_dirty} bytes) and {src.trace.read_stopcopy} "
-            f"bytes in STOP_COPY, with the VM stopped; written to B {dst.trace.loaded} bytes")
+            f"PRE_COPY ({src.trace.initial_total} initial bytes, all of VRAM, then "
+            f"{src.trace.dirty_sent()} bytes of pages the guest wrote again) and "
+            f"{src.trace.read_stopcopy} bytes in STOP_COPY, with the VM stopped; written to B "
+            f"{dst.trace.loaded} bytes")
 
         # The destination carries on: wait for two more verifications there.
         if completed:
