@@ -6,8 +6,8 @@ the other.
     live_migration.py --kernel BZIMAGE --initrd INITRD --out DIR SRC_BDF DST_BDF
 
 Runs in the test guest (L1, tests/vm/demo-guest.sh), where both devices are bound to
-qemu-vfio-pci. Two L2 QEMUs (TCG) boot BZIMAGE (the L1 kernel itself) with INITRD, whose /init
-is the painter (tests/demo/painter.c): it draws a tile every 250 ms on the device it finds, shows
+qemu-vfio-pci. The source L2 QEMU (TCG) boots BZIMAGE (the L1 kernel itself) with INITRD, whose
+/init is the painter (tests/demo/painter.c): it draws a tile every 250 ms on the device it finds, shows
 the tick in a banner, prints `tick N` on its serial port and every 8 ticks reads back all it drew
 and prints `verify N ok (K tiles)` or `VERIFY FAIL ...`. The source assigns SRC_BDF, the
 destination DST_BDF and waits with `-incoming defer`; both use `-device vfio-pci` over iommufd
@@ -17,8 +17,9 @@ default downtime limit); capabilities `events`, `return-path` and `switchover-ac
 While the guest draws, the source migrates. Every half second a line shows the migration status
 (query-migrate), the device states as the driver has them (debugfs vfio/<dev>/migration/state),
 what is left of the device's PRE_COPY data as QEMU last read it from the driver
-(VFIO_MIG_GET_PRECOPY_INFO: initial and dirty bytes, from QEMU's trace events) and the bytes
-moved; QEMU's VFIO_MIGRATION and MIGRATION events are printed as they come.
+(VFIO_MIG_GET_PRECOPY_INFO: initial and dirty bytes, from QEMU's trace events), the dirty data
+sent so far (read beyond the initial data) and the bytes moved; QEMU's VFIO_MIGRATION and
+MIGRATION events are printed as they come.
 
 Pictures come from the outer QEMU (L0): `req.NAME` in DIR/mailbox asks tests/demo/l0_watcher.py
 on the host for a screendump of a device into DIR/NAME.png. They are the device model's view,
@@ -196,7 +197,13 @@ class Vm:
         self.stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self.stderr,
                                      stderr=self.stderr)
-        self.qmp = Qmp(name, os.path.join(scratch, f"{name}.qmp"), self.proc, self.on_event)
+        try:
+            self.qmp = Qmp(name, os.path.join(scratch, f"{name}.qmp"), self.proc, self.on_event)
+        except Exception as e:
+            self.proc.kill()
+            self.proc.wait()
+            self.stderr.close()
+            raise RuntimeError(f"{name} QEMU: {e}\n{self.stderr_text()}") from e
 
     def on_event(self, ev):
         if self.quiet:
