@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * painter: the /init of the Linux guest that `make demo` live-migrates (tests/demo/README).
+ * painter: the /init of the Linux guest that `make demo` live-migrates
+ * (tests/demo/live_migration.py).
  *
  * It runs in the L2 guest, whose only PCI display is a bochs-display assigned with vfio-pci, and
  * drives it without any guest driver: the DISPI registers through a mapping of sysfs `resource2`
