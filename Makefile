@@ -2,7 +2,8 @@
 #
 #   make [KDIR=...]        build qemu-vfio-pci.ko against a Rust-enabled, clang-built kernel tree
 #   make modules_install   install it where modprobe finds it
-#   make demo              boot a QEMU guest with two bochs-display devices bound to the module
+#   make demo              boot a QEMU guest with two bochs-display devices bound to the module;
+#                          QEMU live-migrates a running Linux guest from one to the other
 #   make check             every test: host unit tests, kselftests and KUnit in the guest
 #   make bench             migration throughput in the guest (16 MiB and 256 MiB VRAM)
 #   make fuzz              the stream fuzzers: decode for 10 M executions, then roundtrip (scripts/fuzz.sh)

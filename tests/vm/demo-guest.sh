@@ -1,9 +1,17 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# The guest half of `make demo` (see scripts/demo.sh): shows the bound devices and uses each one
-# through VFIO (iommufd + device cdev) with the kselftest, then migrates the first into the second.
+# The guest half of `make demo` (see scripts/demo.sh):
+#
+#   demo-guest.sh BZIMAGE OUTDIR
+#
+# shows the bound devices and uses each one through VFIO (iommufd + device cdev) with the
+# kselftest, migrates the first into the second through the VFIO uAPI (mig_bench), and then has
+# QEMU live-migrate a running Linux guest (BZIMAGE with the painter initramfs of OUTDIR) from the
+# first device to the second (tests/demo/live_migration.py; pictures, logs and figures go to
+# OUTDIR, which the host can see). Ends with one SUMMARY line.
 set -uo pipefail
+kernel=$1 out=$2
 read -r -a bdfs <<<"${QVP_BDFS:-}"
 
 echo
@@ -18,27 +26,36 @@ ok=0
 for bdf in "${bdfs[@]}"; do
 	cdev=$(ls "/sys/bus/pci/devices/$bdf/vfio-dev/" 2>/dev/null)
 	group=$(basename "$(readlink "/sys/bus/pci/devices/$bdf/iommu_group")")
-	out=$(tests/selftests/vfio_bochs_test "$bdf" 2>&1)
+	out_=$(tests/selftests/vfio_bochs_test "$bdf" 2>&1)
 	rc=$?
-	totals=$(grep -o 'pass:[0-9]* fail:[0-9]*' <<<"$out" | tail -n1)
+	totals=$(grep -o 'pass:[0-9]* fail:[0-9]*' <<<"$out_" | tail -n1)
 	echo "$bdf: /dev/vfio/devices/$cdev, IOMMU group $group; VFIO kselftest: $totals (exit $rc)"
 	[ "$rc" = 0 ] && ok=$((ok + 1))
 done
 
-migrated=no
+migrated=no live=no
 if [ "${#bdfs[@]}" -ge 2 ]; then
 	echo
-	echo "== live migration ${bdfs[0]} -> ${bdfs[1]} (VFIO v2: STOP_COPY, then RESUMING)"
+	echo "== migration through the VFIO uAPI ${bdfs[0]} -> ${bdfs[1]} (STOP_COPY, then RESUMING)"
 	if tests/bench/mig_bench "${bdfs[0]}" "${bdfs[1]}"; then
 		migrated=yes
 	fi
+	echo
+	echo "== QEMU live-migrates a running Linux guest ${bdfs[0]} -> ${bdfs[1]}"
+	if python3 tests/demo/live_migration.py --kernel "$kernel" \
+		--initrd "$out/l2-initrd.cpio.gz" --out "$out" "${bdfs[0]}" "${bdfs[1]}"; then
+		live=yes
+	fi
 fi
+live_summary=$(cat "$out/summary.txt" 2>/dev/null || echo "the live migration did not run")
 
 echo
-if [ "$ok" = "${#bdfs[@]}" ] && [ "$ok" -gt 0 ] && [ "$migrated" = yes ]; then
-	echo "SUMMARY: $ok bochs-display devices bound to qemu-vfio-pci, working through VFIO;" \
-		"the complete state of ${bdfs[0]} migrated into ${bdfs[1]}"
+if [ "$ok" = "${#bdfs[@]}" ] && [ "$ok" -gt 0 ] && [ "$migrated" = yes ] && [ "$live" = yes ]; then
+	echo "SUMMARY: $live_summary; $ok bochs-display devices bound to qemu-vfio-pci pass the VFIO" \
+		"kselftest, and the complete state of ${bdfs[0]} migrated into ${bdfs[1]} through the VFIO" \
+		"uAPI; pictures and logs in ${out#"$PWD"/}/"
 	exit 0
 fi
-echo "SUMMARY: $ok of ${#bdfs[@]} devices work through VFIO; migration: $migrated"
+echo "SUMMARY: FAILED: $live_summary; $ok of ${#bdfs[@]} devices pass the VFIO kselftest;" \
+	"migration through the VFIO uAPI: $migrated; pictures and logs in ${out#"$PWD"/}/"
 exit 1
