@@ -419,7 +419,7 @@ def main(argv):
               f"downtime-limit {params.get('downtime-limit')} ms (not set), capabilities events, "
               f"return-path, switchover-ack")
         src.qmp.cmd("cont")
-        say("source running: Linux boots in L2 under nested TCG (about 4 minutes on 2 cores), "
+        say("source running: Linux boots in L2 under nested TCG (4 to 5 minutes on 2 cores), "
             "then the painter starts")
 
         # 1. The guest boots and draws.
