@@ -107,9 +107,16 @@ impl VariantDriver for QemuVfioPci {
     }
 
     // The device has no DMA, so peer-to-peer quiescence is trivially real. PRE_COPY tracks the
-    // writes to the device memory's BAR per page (`crate::vfio::dirty`).
-    const MIGRATION_FLAGS: u32 =
-        migration_flags::STOP_COPY | migration_flags::P2P | migration_flags::PRE_COPY;
+    // writes to the device memory's BAR per page (`crate::vfio::dirty`); the `pre_copy` module
+    // parameter can leave it out, to compare a STOP_COPY-only migration with the same build.
+    fn migration_flags() -> u32 {
+        let flags = migration_flags::STOP_COPY | migration_flags::P2P;
+        if crate::module_parameters::pre_copy.value() {
+            flags | migration_flags::PRE_COPY
+        } else {
+            flags
+        }
+    }
 
     const TRACKED_BAR: Option<u32> = Some(DeviceBackend::MEMORY_BAR);
 

@@ -37,4 +37,10 @@ module! {
     authors: ["qemu-vfio-pci developers"],
     description: "VFIO live-migration variant driver for QEMU's emulated PCI devices",
     license: "GPL",
+    params: {
+        pre_copy: bool {
+            default: true,
+            description: "Offer PRE_COPY (default 1); 0: a STOP_COPY-only driver, for comparisons",
+        },
+    },
 }

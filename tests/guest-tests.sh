@@ -110,6 +110,41 @@ qemu_migration() {
 	python3 "$repo/tests/qemu/qemu_migration_test.py" "${bdfs[@]}"
 }
 
+# reload_module [PARAM=VALUE...]: unloads qemu-vfio-pci (which unbinds the devices), loads it with
+# the parameters given and binds every device again through driver_override; says what failed.
+reload_module() {
+	local bdf err
+	err=$(rmmod qemu_vfio_pci 2>&1) || { echo "rmmod: $err"; return 1; }
+	err=$(modprobe -d /tmp/qvp-modules qemu-vfio-pci "$@" 2>&1) || { echo "modprobe $*: $err"; return 1; }
+	for bdf in "${bdfs[@]}"; do
+		echo "$bdf" >/sys/bus/pci/drivers_probe
+		[ "$(basename "$(readlink "/sys/bus/pci/devices/$bdf/driver")")" = qemu-vfio-pci ] ||
+			{ echo "$bdf not bound again"; return 1; }
+	done
+}
+
+# QEMU's migration of the first device into the second once more, with the driver loaded with
+# pre_copy=0 (STOP_COPY only, a raised downtime limit): the same workload as qemu:migration, whose
+# figures it prints beside its own. The default driver is loaded again afterwards.
+qemu_stop_copy_only() {
+	local err rc
+	if [ "${#bdfs[@]}" -lt 2 ]; then
+		echo "1..0 # SKIP needs two devices, ${#bdfs[@]} bound"
+		return 4
+	fi
+	if ! err=$(reload_module pre_copy=0); then
+		printf 'TAP version 13\n1..1\nnot ok 1 reload with pre_copy=0 # %s\n' "$err"
+		return 1
+	fi
+	python3 "$repo/tests/qemu/qemu_migration_test.py" --stop-copy-only "${bdfs[0]}" "${bdfs[1]}"
+	rc=$?
+	if ! err=$(reload_module); then
+		echo "# reload with the default parameters failed: $err"
+		return 1
+	fi
+	return $rc
+}
+
 # Faults in every migration state: reset, closes, SIGKILL, unbind, sysfs remove (then a rescan) and
 # rmmod in each state hit the first device, which then migrates both ways with the second. Needs two
 # devices; it unbinds, removes, unloads and reloads, and leaves the module loaded and both devices
@@ -270,6 +305,7 @@ suite kselftest:vfio_dma_log_test ktap "$repo/tests/selftests/vfio_dma_log_test"
 suite "kselftest:vfio_stress_test" ktap "$repo/tests/selftests/vfio_stress_test" "${bdfs[@]:0:4}"
 # QEMU 10 drives the migration uAPI, before the fault suite unbinds, removes and reloads.
 suite qemu:migration ktap qemu_migration
+suite qemu:stop-copy-only ktap qemu_stop_copy_only
 suite kselftest:vfio_fault_test ktap fault_test
 suite lifecycle ktap lifecycle
 kunit_suites :after-reload

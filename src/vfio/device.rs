@@ -86,8 +86,13 @@ pub(crate) trait VariantDriver: Sized + 'static {
     /// Called when userspace closes its last file of the device, before vfio-pci-core disables it.
     fn close(_dev: &Device<Self>) {}
 
-    /// The `VFIO_MIGRATION_*` flags the device supports; 0 disables migration.
-    const MIGRATION_FLAGS: u32 = 0;
+    /// The `VFIO_MIGRATION_*` flags a newly probed device supports; 0 disables migration.
+    ///
+    /// Called once per device, before it is registered: the flags cannot change while userspace
+    /// can see the device.
+    fn migration_flags() -> u32 {
+        0
+    }
 
     /// The BAR whose writes are tracked per page ([`Device::arm_tracking`]), if any: user
     /// mappings of it get write-notify `vm_operations_struct`s, region writes to it mark their
@@ -528,11 +533,12 @@ impl<T: VariantDriver> Device<T> {
         //
         // INVARIANT: `pdev` is referenced from here to `release`.
         let pdev = unsafe { kernel::bindings::pci_dev_get((*Self::core_from_vfio(vdev)).pdev) };
-        if T::MIGRATION_FLAGS != 0 {
+        let flags = T::migration_flags();
+        if flags != 0 {
             // SAFETY: `vdev` is initialised and not registered yet, which is when vfio requires
             // the migration ops to be set; the ops table is `'static`.
             unsafe {
-                (*vdev).migration_flags = T::MIGRATION_FLAGS;
+                (*vdev).migration_flags = flags;
                 (*vdev).mig_ops = &raw const Self::mig_ops().ops;
             }
         }

@@ -3,6 +3,7 @@
 """QEMU-driven live migration of a bochs-display bound to qemu-vfio-pci (KTAP).
 
     qemu_migration_test.py SRC_BDF DST_BDF [OTHER_BDF...]
+    qemu_migration_test.py --stop-copy-only SRC_BDF DST_BDF
 
 The other devices serve the failure paths (one with another VRAM size) and the two-device
 migration (two more of the same size as the first); without them those cases are skipped,
@@ -40,6 +41,12 @@ that only switchover-ack holds the switchover back until the initial data is sen
 Last, two devices in one VM migrate together into two in another (QEMU then uses the P2P
 states), with QEMU's defaults; both devices' VRAM and modes must arrive.
 
+With --stop-copy-only (the driver loaded with pre_copy=0, tests/guest-tests.sh) only the main
+scenario runs, with QEMU told a switchover bandwidth (avail-switchover-bandwidth,
+QVP_STOP_COPY_ONLY_BANDWIDTH bytes/s, default 64 MiB/s) so that it switches over at all, and the
+source's states without PRE_COPY; its
+downtime, total time and bytes are printed beside those the PRE_COPY run left in QVP_QEMU_FIGURES.
+
 Only the Python standard library is used. QVP_QEMU (default qemu-system-x86_64) selects the
 binary; QVP_QEMU_KEEP=1 keeps the scratch directory (QEMU stderr, qtest/QMP sockets).
 """
@@ -72,6 +79,10 @@ WRITE_INTERVAL = float(os.environ.get("QVP_WRITE_INTERVAL", "0.02"))
 # If the migration has not completed after this long, the writer stops (and the migration check
 # fails: it did not converge while the device was being written).
 CONVERGE_SECONDS = float(os.environ.get("QVP_CONVERGE_SECONDS", "300"))
+# The STOP_COPY-only run's avail-switchover-bandwidth (bytes/s); see main_scenario().
+STOP_COPY_ONLY_BANDWIDTH = int(os.environ.get("QVP_STOP_COPY_ONLY_BANDWIDTH", str(64 << 20)))
+# Where the PRE_COPY run leaves its figures for the STOP_COPY-only run to compare with.
+FIGURES = os.environ.get("QVP_QEMU_FIGURES", "/tmp/qvp-qemu-figures.json")
 
 # What QEMU 10.0.2 reports (hw/vfio/migration.c; ../shared/notes/qemu-end-to-end.md §2.4):
 # the source's `cont` (RUNNING_P2P, RUNNING), save_setup (PRE_COPY), vm_stop's P2P prepare
@@ -80,6 +91,9 @@ CONVERGE_SECONDS = float(os.environ.get("QVP_CONVERGE_SECONDS", "300"))
 # in the incoming bottom half (RUNNING_P2P, RUNNING).
 SRC_STATES = ["running-p2p", "running", "pre-copy", "pre-copy-p2p", "stop-copy", "stop"]
 DST_STATES = ["resuming", "running-p2p", "running"]
+# With no PRE_COPY: vm_stop's P2P prepare (RUNNING_P2P) and its state change (STOP), then
+# complete_precopy (STOP_COPY) and save_cleanup (STOP); seen with QEMU 10.0.2.
+SRC_STATES_STOP_COPY_ONLY = ["running-p2p", "running", "running-p2p", "stop", "stop-copy", "stop"]
 SWITCHOVER_STATES = {"pre-copy-p2p", "stop-copy", "stop"}
 
 
@@ -145,6 +159,17 @@ TWO_DEVICE_TESTS = [
     "two_devices_vram_and_registers",
 ]
 TEST_NAMES = MAIN_TESTS + FAILURE_TESTS + TWO_DEVICE_TESTS
+# --stop-copy-only: the main scenario again, with the driver loaded with pre_copy=0.
+STOP_COPY_ONLY_TESTS = [
+    "stop_copy_only_qemus_start",
+    "stop_copy_only_no_migration_blocker",
+    "stop_copy_only_migration_completes",
+    "stop_copy_only_writes_during_migration",
+    "stop_copy_only_source_vfio_migration_events",
+    "stop_copy_only_destination_vfio_migration_events",
+    "stop_copy_only_destination_vram_equals_source",
+    "stop_copy_only_destination_mode_registers",
+]
 
 
 def connect_unix(path, proc, timeout=90):
@@ -529,6 +554,54 @@ def iterate_traces(text):
     return out
 
 
+def stop_all(t, vms, drop=None):
+    """Stops `vms` (the last started first) and prints each one's stderr but the lines `drop`
+    matches."""
+    for vm in reversed(vms):
+        vm.stop()
+    for vm in vms:
+        lines = vm.stderr_text().splitlines()
+        err = "\n".join(line for line in lines if not (drop and drop(line))).strip()
+        if err:
+            t.diag(f"{vm.name} stderr (exit {vm.proc.returncode}):\n{err}")
+
+
+FIGURE_KEYS = ("downtime", "total-time", "setup-time")
+
+
+def figures(info):
+    out = {k: info.get(k) for k in FIGURE_KEYS}
+    out["vfio"] = info.get("vfio", {}).get("transferred")
+    return out
+
+
+def save_figures(t, info):
+    """Leaves the PRE_COPY migration's figures in FIGURES for the --stop-copy-only run."""
+    if info.get("status") != "completed":
+        return
+    try:
+        with open(FIGURES, "w") as f:
+            json.dump(figures(info), f)
+    except OSError as e:
+        t.diag(f"figures not saved: {FIGURES}: {e}")
+
+
+def compare_figures(t, info):
+    """Prints the STOP_COPY-only migration's figures next to the PRE_COPY run's (FIGURES)."""
+    try:
+        with open(FIGURES) as f:
+            pre = json.load(f)
+    except (OSError, ValueError) as e:
+        t.diag(f"no PRE_COPY figures to compare with ({FIGURES}: {e})")
+        return
+    stop = figures(info)
+    t.diag("same guest workload, same build; PRE_COPY (QEMU's defaults) against STOP_COPY only "
+           f"(avail-switchover-bandwidth {STOP_COPY_ONLY_BANDWIDTH >> 20} MiB/s):")
+    for k in FIGURE_KEYS + ("vfio",):
+        unit = " B" if k == "vfio" else " ms"
+        t.diag(f"  {k:<10} {pre.get(k)!s:>10}{unit}  {stop.get(k)!s:>10}{unit}")
+
+
 def failure_paths(t, bdfs, scratch, bios, rng):
     """A source QEMU with return-path and switchover-ack (on every destination too) is written
     to all along while (a) a destination with another VRAM size refuses the stream, (b) a
@@ -626,9 +699,6 @@ def failure_paths(t, bdfs, scratch, bios, rng):
                      f"source states {' '.join(states)} (expected: failed, no stop-copy, "
                      "ending in running)")
             dst.stop()
-            err = dst.stderr_text().strip()
-            if err:
-                t.diag(f"dst-small stderr (exit {dst.proc.returncode}):\n{err}")
 
         # (b) Cancelled in PRE_COPY.
         dst = dst_vm("dst-cancel", bdfs[1])
@@ -695,13 +765,8 @@ def failure_paths(t, bdfs, scratch, bios, rng):
         if writer:
             switchover.set()
             writer.join(60)
-        for vm in reversed(vms):
-            vm.stop()
-        for vm in vms:
-            err = "\n".join(line for line in vm.stderr_text().splitlines()
-                            if "vfio_save_iterate" not in line).strip()
-            if err and vm.name != "dst-small":
-                t.diag(f"{vm.name} stderr (exit {vm.proc.returncode}):\n{err}")
+        # The trace lines were counted above.
+        stop_all(t, vms, drop=lambda line: "vfio_save_iterate" in line)
         t.fail_missing(FAILURE_TESTS, "the failure-path scenario broke off")
 
 
@@ -772,37 +837,19 @@ def two_devices(t, bdfs, scratch, bios, rng):
     except Exception as e:  # noqa: BLE001
         t.diag(f"two devices: {e!r}")
     finally:
-        for vm in reversed(vms):
-            vm.stop()
-        for vm in vms:
-            err = vm.stderr_text().strip()
-            if err:
-                t.diag(f"{vm.name} stderr (exit {vm.proc.returncode}):\n{err}")
+        stop_all(t, vms)
         t.fail_missing(TWO_DEVICE_TESTS, "the two-device scenario broke off")
 
 
-def main(argv):
-    if len(argv) < 3:
-        print("usage: qemu_migration_test.py SRC_BDF DST_BDF [OTHER_BDF...]", file=sys.stderr)
-        return 2
-    src_bdf, dst_bdf = argv[1], argv[2]
-    t = Ktap(len(TEST_NAMES))
-    if shutil.which(QEMU) is None:
-        t.diag(f"{QEMU} not found")
-        t.fail_missing(TEST_NAMES, f"no {QEMU}")
-        return 1
-    t.diag(subprocess.run([QEMU, "--version"], capture_output=True, text=True).stdout.splitlines()[0])
-    t.diag(f"source {src_bdf}, destination {dst_bdf}")
-    seed = int(os.environ.get("QVP_SEED", str(int.from_bytes(os.urandom(4), "little"))))
-    t.diag(f"seed {seed} (QVP_SEED reproduces the data)")
-    rng = random.Random(seed)
-
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    scratch = tempfile.mkdtemp(prefix="qvp-qemu-", dir=base)
-    bios = os.path.join(scratch, "hlt.bin")
-    hlt_bios(bios)
+def main_scenario(t, names, src_bdf, dst_bdf, scratch, bios, rng, stop_copy_only=False):
+    """The source, written to all along, migrates into the destination with QEMU's defaults
+    (`names`: MAIN_TESTS). With `stop_copy_only` the driver was loaded with pre_copy=0, and the
+    downtime limit is raised (`names`: STOP_COPY_ONLY_TESTS). Returns the last query-migrate."""
+    src_states = SRC_STATES_STOP_COPY_ONLY if stop_copy_only else SRC_STATES
     mig_uri = f"unix:{os.path.join(scratch, 'mig.sock')}"
     switchover = threading.Event()
+    # Set while the writes count as made during the migration: the device's PRE_COPY, or (with
+    # no PRE_COPY) the migration's `active` phase.
     precopy = threading.Event()
 
     def src_event(ev):
@@ -814,10 +861,15 @@ def main(argv):
                 switchover.set()
         elif ev["event"] == "STOP":
             switchover.set()
-        elif ev["event"] == "MIGRATION" and ev["data"]["status"] in ("completed", "failed", "cancelled"):
-            switchover.set()
+        elif ev["event"] == "MIGRATION":
+            status = ev["data"]["status"]
+            if status == "active" and stop_copy_only:
+                precopy.set()
+            elif status in ("completed", "failed", "cancelled"):
+                switchover.set()
 
     vms = []
+    info = {}
     try:
         # 1. Both QEMUs: the destination first, waiting for migrate-incoming.
         try:
@@ -835,15 +887,25 @@ def main(argv):
             started = time.monotonic() - t0
             if query_status(src.qmp) != "running":
                 raise RuntimeError(f"source not running after cont: {query_status(src.qmp)}")
-            t.result(True, MAIN_TESTS[0],
+            if stop_copy_only:
+                # All of VRAM moves in the downtime. QEMU switches over once what is left
+                # (the device's MIG_DATA_SIZE and the dirty RAM) fits the downtime limit at its
+                # bandwidth estimate, which it takes from what the last iteration sent: with an
+                # idle guest that is next to nothing (seen: 0.02 Mbit/s, no switchover in 90 s
+                # even with a 10 s limit). Told 64 MiB/s, with its default limit (300 ms) it
+                # switches over once less than 19.2 MiB is left, i.e. once RAM has converged as
+                # in the PRE_COPY run; the downtime measured is what moving VRAM then costs.
+                src.qmp.cmd("migrate-set-parameters",
+                            **{"avail-switchover-bandwidth": STOP_COPY_ONLY_BANDWIDTH})
+            t.result(True, names[0],
                      f"both QEMUs up in {started:.1f} s; VRAM {size >> 20} MiB at 0x{BAR0:x}, "
                      f"DISPI at 0x{BAR2 + DISPI:x}\nsource: {' '.join(src.argv)}\n"
                      f"destination: {' '.join(dst.argv)}")
         except Exception as e:  # noqa: BLE001
-            t.result(False, MAIN_TESTS[0], f"{e}\n" + "".join(
+            t.result(False, names[0], f"{e}\n" + "".join(
                 f"--- {vm.name} stderr:\n{vm.stderr_text()}" for vm in vms))
-            t.fail_missing(TEST_NAMES, "the QEMUs did not start")
-            return 1
+            t.fail_missing(names, "the QEMUs did not start")
+            return {}
 
         # The source's initial content: all of VRAM random, a mode.
         t1 = time.monotonic()
@@ -868,7 +930,7 @@ def main(argv):
         except RuntimeError as e:
             em = str(e)
         blocked = info.get("blocked-reasons")
-        t.result(not blocked and em == "auto", MAIN_TESTS[1],
+        t.result(not blocked and em == "auto", names[1],
                  f"enable-migration={em}, blocked-reasons={blocked or 'none'}")
 
         # 3. Migrate while writing.
@@ -914,22 +976,23 @@ def main(argv):
             detail += f"\ndestination status {dst_status}"
         if not completed:
             detail += "".join(f"\n--- {vm.name} stderr:\n{vm.stderr_text()}" for vm in vms)
-        t.result(completed and dst_status == "running" and not gave_up.is_set(), MAIN_TESTS[2],
+        t.result(completed and dst_status == "running" and not gave_up.is_set(), names[2],
                  detail)
 
         amb = writer.ambiguous
-        t.result(writer.error is None and writer.during_precopy > 0, MAIN_TESTS[3],
-                 f"{writer.writes} writes in all, {writer.during_precopy} while the source device "
-                 f"was in PRE_COPY; in flight at the switchover: "
+        t.result(writer.error is None and writer.during_precopy > 0, names[3],
+                 f"{writer.writes} writes in all, {writer.during_precopy} while the "
+                 f"{'migration was active' if stop_copy_only else 'source device was in PRE_COPY'}"
+                 f"; in flight at the switchover: "
                  f"{(amb[0] + ' ' + str(amb[1])) if amb else 'none'}"
                  + (f"\nwriter error: {writer.error}" if writer.error else ""))
 
         # 4. Device-state sequences.
         got = src.qmp.vfio_states()
-        t.result(got == SRC_STATES, MAIN_TESTS[4],
-                 f"source VFIO_MIGRATION: {' '.join(got)}\nexpected:            {' '.join(SRC_STATES)}")
+        t.result(got == src_states, names[4],
+                 f"source VFIO_MIGRATION: {' '.join(got)}\nexpected:            {' '.join(src_states)}")
         got = dst.qmp.vfio_states()
-        t.result(got == DST_STATES, MAIN_TESTS[5],
+        t.result(got == DST_STATES, names[5],
                  f"destination VFIO_MIGRATION: {' '.join(got)}\nexpected:                 "
                  f"{' '.join(DST_STATES)}")
 
@@ -943,9 +1006,9 @@ def main(argv):
                           f"{time.monotonic() - t3:.1f} s; {len(bad)} of {size // PAGE} pages differ")
                 if bad:
                     detail += f" (first: {', '.join(str(p) for p in bad[:16])})"
-                t.result(not bad, MAIN_TESTS[6], detail)
+                t.result(not bad, names[6], detail)
             except Exception as e:  # noqa: BLE001
-                t.result(False, MAIN_TESTS[6], str(e))
+                t.result(False, names[6], str(e))
             try:
                 bad = []
                 for idx in MODE_REGS:
@@ -959,24 +1022,54 @@ def main(argv):
                     bad.append(f"ID 0x{ident:x}")
                 if mem64k != size >> 16:
                     bad.append(f"VIDEO_MEMORY_64K {mem64k}")
-                t.result(not bad, MAIN_TESTS[7],
+                t.result(not bad, names[7],
                          "; ".join(bad) if bad else
                          "DISPI " + " ".join(f"{i}=0x{regs[i]:x}" for i in MODE_REGS))
             except Exception as e:  # noqa: BLE001
-                t.result(False, MAIN_TESTS[7], str(e))
+                t.result(False, names[7], str(e))
     except Exception as e:  # noqa: BLE001
         t.diag(f"main scenario: {e!r}")
     finally:
-        t.fail_missing(MAIN_TESTS, "the scenario broke off or the migration did not complete")
-        for vm in reversed(vms):
-            vm.stop()
-        for vm in vms:
-            err = vm.stderr_text().strip()
-            if err:
-                t.diag(f"{vm.name} stderr (exit {vm.proc.returncode}):\n{err}")
+        t.fail_missing(names, "the scenario broke off or the migration did not complete")
+        stop_all(t, vms)
+    return info
+
+
+def main(argv):
+    stop_copy_only = len(argv) > 1 and argv[1] == "--stop-copy-only"
+    if stop_copy_only:
+        argv = argv[:1] + argv[2:]
+    if len(argv) < 3:
+        print("usage: qemu_migration_test.py [--stop-copy-only] SRC_BDF DST_BDF [OTHER_BDF...]",
+              file=sys.stderr)
+        return 2
+    src_bdf, dst_bdf = argv[1], argv[2]
+    names = STOP_COPY_ONLY_TESTS if stop_copy_only else TEST_NAMES
+    t = Ktap(len(names))
+    if shutil.which(QEMU) is None:
+        t.diag(f"{QEMU} not found")
+        t.fail_missing(names, f"no {QEMU}")
+        return 1
+    t.diag(subprocess.run([QEMU, "--version"], capture_output=True, text=True).stdout.splitlines()[0])
+    t.diag(f"source {src_bdf}, destination {dst_bdf}")
+    seed = int(os.environ.get("QVP_SEED", str(int.from_bytes(os.urandom(4), "little"))))
+    t.diag(f"seed {seed} (QVP_SEED reproduces the data)")
+    rng = random.Random(seed)
+
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    scratch = tempfile.mkdtemp(prefix="qvp-qemu-", dir=base)
+    bios = os.path.join(scratch, "hlt.bin")
+    hlt_bios(bios)
     try:
-        failure_paths(t, argv[1:], scratch, bios, rng)
-        two_devices(t, argv[1:], scratch, bios, rng)
+        if stop_copy_only:
+            info = main_scenario(t, STOP_COPY_ONLY_TESTS, src_bdf, dst_bdf, scratch, bios, rng,
+                                 stop_copy_only=True)
+            compare_figures(t, info)
+        else:
+            info = main_scenario(t, MAIN_TESTS, src_bdf, dst_bdf, scratch, bios, rng)
+            save_figures(t, info)
+            failure_paths(t, argv[1:], scratch, bios, rng)
+            two_devices(t, argv[1:], scratch, bios, rng)
     finally:
         if os.environ.get("QVP_QEMU_KEEP"):
             t.diag(f"scratch kept in {scratch}")

@@ -867,25 +867,7 @@ TEST_F_TIMEOUT(fault, rmmod, 180)
 
 int main(int argc, char *argv[])
 {
-	static char env_bdfs[2][32];
-	const char *env;
-
-	while (argc > 1 && nbdfs < 2 && is_bdf(argv[argc - 1]))
-		argc--, nbdfs++;
-	if (nbdfs) {
-		unsigned int i;
-
-		for (i = 0; i < nbdfs; i++)
-			bdfs[i] = argv[argc + i];
-	} else if ((env = getenv("QVP_BDFS"))) {
-		int n = sscanf(env, "%31s %31s", env_bdfs[0], env_bdfs[1]);
-
-		while (n > 0 && nbdfs < (unsigned int)n &&
-		       is_bdf(env_bdfs[nbdfs])) {
-			bdfs[nbdfs] = env_bdfs[nbdfs];
-			nbdfs++;
-		}
-	}
+	nbdfs = take_bdfs(&argc, argv, bdfs, 2);
 	if (nbdfs == 2 && !strcmp(bdfs[0], bdfs[1])) {
 		fprintf(stderr, "%s: the two devices are the same\n", argv[0]);
 		return KSFT_FAIL;

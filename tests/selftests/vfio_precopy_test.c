@@ -2469,29 +2469,9 @@ TEST_F_TIMEOUT(pc, other_vram_size_rejected, 120)
 
 int main(int argc, char *argv[])
 {
-	static char env_bdfs[MAX_DEVS][32];
-	const char *env;
 	unsigned int i;
 
-	while (argc > 1 && nbdfs < MAX_DEVS && is_bdf(argv[argc - 1]))
-		argc--, nbdfs++;
-	if (nbdfs) {
-		for (i = 0; i < nbdfs; i++)
-			bdfs[i] = argv[argc + i];
-	} else if ((env = getenv("QVP_BDFS"))) {
-		char *copy = strdup(env), *tok, *save = NULL;
-
-		for (tok = copy ? strtok_r(copy, " \t\n", &save) : NULL;
-		     tok && nbdfs < MAX_DEVS;
-		     tok = strtok_r(NULL, " \t\n", &save)) {
-			if (!is_bdf(tok) || strlen(tok) >= sizeof(env_bdfs[0]))
-				break;
-			strcpy(env_bdfs[nbdfs], tok);
-			bdfs[nbdfs] = env_bdfs[nbdfs];
-			nbdfs++;
-		}
-		free(copy);
-	}
+	nbdfs = take_bdfs(&argc, argv, bdfs, MAX_DEVS);
 
 	/* Listing or help does not need devices. */
 	if (nbdfs < 2 && argc > 1 &&

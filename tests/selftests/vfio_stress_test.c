@@ -1773,26 +1773,7 @@ TEST_F_TIMEOUT(conc, resets_race_transfers, 600)
 
 int main(int argc, char *argv[])
 {
-	static char env_bdfs[MAX_DEVS][32];
-	const char *env;
-
-	while (argc > 1 && nbdfs < MAX_DEVS && is_bdf(argv[argc - 1]))
-		argc--, nbdfs++;
-	if (nbdfs) {
-		unsigned int i;
-
-		for (i = 0; i < nbdfs; i++)
-			bdfs[i] = argv[argc + i];
-	} else if ((env = getenv("QVP_BDFS"))) {
-		int n = sscanf(env, "%31s %31s %31s %31s", env_bdfs[0],
-			       env_bdfs[1], env_bdfs[2], env_bdfs[3]);
-
-		while (n > 0 && nbdfs < (unsigned int)n &&
-		       is_bdf(env_bdfs[nbdfs])) {
-			bdfs[nbdfs] = env_bdfs[nbdfs];
-			nbdfs++;
-		}
-	}
+	nbdfs = take_bdfs(&argc, argv, bdfs, MAX_DEVS);
 	if (nbdfs) {
 		unsigned int i;
 

@@ -44,6 +44,35 @@ static inline bool is_bdf(const char *str)
 	return len > 0 && (size_t)len == strlen(str);
 }
 
+/*
+ * The devices a test runs on: up to @max PCI addresses taken from the end of the command line
+ * (they are removed from it: *@argc shrinks, so the harness sees only its options), or else
+ * from $QVP_BDFS (space-separated, as tests/vm/run sets it), up to the first word that is not
+ * one. @bdfs points into @argv or into a copy of the variable that is never freed. Returns how
+ * many were found.
+ */
+static inline unsigned int take_bdfs(int *argc, char *argv[], const char **bdfs,
+				     unsigned int max)
+{
+	unsigned int n = 0, i;
+	const char *env;
+
+	while (*argc > 1 && n < max && is_bdf(argv[*argc - 1]))
+		(*argc)--, n++;
+	if (n) {
+		for (i = 0; i < n; i++)
+			bdfs[i] = argv[*argc + i];
+	} else if ((env = getenv("QVP_BDFS"))) {
+		char *copy = strdup(env), *tok, *save = NULL;
+
+		for (tok = copy ? strtok_r(copy, " \t\n", &save) : NULL;
+		     tok && n < max && is_bdf(tok);
+		     tok = strtok_r(NULL, " \t\n", &save))
+			bdfs[n++] = tok;
+	}
+	return n;
+}
+
 /* Path of the VFIO device cdev of @bdf, or NULL with errno set. */
 static inline char *vfio_cdev_path(const char *bdf)
 {

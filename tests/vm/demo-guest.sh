@@ -3,15 +3,16 @@
 #
 # The guest half of `make demo` (see scripts/demo.sh):
 #
-#   demo-guest.sh BZIMAGE OUTDIR
+#   demo-guest.sh BZIMAGE OUTDIR [stop-copy-only]
 #
 # shows the bound devices and uses each one through VFIO (iommufd + device cdev) with the
 # kselftest, migrates the first into the second through the VFIO uAPI (mig_bench), and then has
 # QEMU live-migrate a running Linux guest (BZIMAGE with the painter initramfs of OUTDIR) from the
 # first device to the second (tests/demo/live_migration.py; pictures, logs and figures go to
-# OUTDIR, which the host can see). Ends with one SUMMARY line.
+# OUTDIR, which the host can see). With stop-copy-only, the module is loaded again with pre_copy=0
+# before the live migration, which then has no PRE_COPY. Ends with one SUMMARY line.
 set -uo pipefail
-kernel=$1 out=$2
+kernel=$1 out=$2 mode=${3:-}
 read -r -a bdfs <<<"${QVP_BDFS:-}"
 
 echo
@@ -42,7 +43,16 @@ if [ "${#bdfs[@]}" -ge 2 ]; then
 	fi
 	echo
 	echo "== QEMU live-migrates a running Linux guest ${bdfs[0]} -> ${bdfs[1]}"
-	if python3 tests/demo/live_migration.py --kernel "$kernel" \
+	lm_args=()
+	if [ "$mode" = stop-copy-only ]; then
+		echo "(the module loaded again with pre_copy=0: STOP_COPY only)"
+		rmmod qemu_vfio_pci && modprobe -d /tmp/qvp-modules qemu-vfio-pci pre_copy=0
+		for bdf in "${bdfs[@]}"; do
+			echo "$bdf" >/sys/bus/pci/drivers_probe
+		done
+		lm_args=(--stop-copy-only)
+	fi
+	if python3 tests/demo/live_migration.py "${lm_args[@]}" --kernel "$kernel" \
 		--initrd "$out/l2-initrd.cpio.gz" --out "$out" "${bdfs[0]}" "${bdfs[1]}"; then
 		live=yes
 	fi
