@@ -124,8 +124,9 @@ reload_module() {
 }
 
 # QEMU's migration of the first device into the second once more, with the driver loaded with
-# pre_copy=0 (STOP_COPY only, a raised downtime limit): the same workload as qemu:migration, whose
-# figures it prints beside its own. The default driver is loaded again afterwards.
+# pre_copy=0 (STOP_COPY only; QEMU is told a switchover bandwidth, see the test): the same
+# workload as qemu:migration, whose figures it prints beside its own. The default driver is
+# loaded again afterwards.
 qemu_stop_copy_only() {
 	local err rc
 	if [ "${#bdfs[@]}" -lt 2 ]; then
