@@ -57,7 +57,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests", "qemu"))
 sys.path.insert(0, HERE)
-from qemu_migration_test import Qmp  # noqa: E402 - the QMP client of the qtest migration test
+from qemu_migration_test import Qmp, QemuProcess  # noqa: E402 - shared with the qtest test
 import png  # noqa: E402
 
 QEMU = os.environ.get("QVP_QEMU", "qemu-system-x86_64")
@@ -193,7 +193,7 @@ def qemu_argv(name, bdf, scratch, kernel, initrd, extra):
     return argv + extra
 
 
-class Vm:
+class Vm(QemuProcess):
     def __init__(self, role, name, bdf, scratch, kernel, initrd, extra):
         self.role, self.name, self.bdf = role, name, bdf
         self.quiet = False
@@ -220,27 +220,6 @@ class Vm:
             say(f"  {self.role} {self.bdf}: VFIO_MIGRATION device-state {data.get('device-state')}")
         elif ev["event"] == "MIGRATION":
             say(f"  {self.role} QEMU: MIGRATION status {data.get('status')}")
-
-    def stderr_text(self):
-        try:
-            with open(self.stderr_path, "rb") as f:
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
-
-    def stop(self):
-        if self.proc.poll() is None:
-            try:
-                self.qmp.cmd("quit", timeout=20)
-            except Exception:  # noqa: BLE001 - best effort, then kill
-                pass
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.qmp.close()
-        self.stderr.close()
 
 
 def driver_state(bdf):

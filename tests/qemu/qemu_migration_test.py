@@ -336,7 +336,35 @@ def hlt_bios(path):
         f.write(rom)
 
 
-class Vm:
+class QemuProcess:
+    """What a started QEMU has: `proc`, its QMP client `qmp`, and its stdout and stderr in the
+    file `stderr` (opened for writing) at `stderr_path`. Also used by tests/demo."""
+
+    def stderr_text(self):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self):
+        """Asks QEMU to quit (QMP `quit`), kills it if it has not exited after 30 s, closes the
+        QMP connection and the stderr file."""
+        if self.proc.poll() is None:
+            try:
+                self.qmp.cmd("quit", timeout=20)
+            except Exception:  # noqa: BLE001 - best effort, then kill
+                pass
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.qmp.close()
+        self.stderr.close()
+
+
+class Vm(QemuProcess):
     def __init__(self, name, bdf, scratch, bios, extra, on_event=None):
         """`bdf` is one device (gpu0 at SLOT) or a list of them (gpu0, gpu1, ... from SLOT on)."""
         self.name = name
@@ -369,27 +397,9 @@ class Vm:
         self.qmp = Qmp(name, qmp_path, self.proc, on_event)
         self.qtest = Qtest(qtest_path, self.proc)
 
-    def stderr_text(self):
-        try:
-            with open(self.stderr_path, "rb") as f:
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
-
     def stop(self):
-        if self.proc.poll() is None:
-            try:
-                self.qmp.cmd("quit", timeout=20)
-            except Exception:  # noqa: BLE001 - best effort, then kill
-                pass
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.qmp.close()
+        super().stop()
         self.qtest.close()
-        self.stderr.close()
 
 
 def setup_device(qt, slot=SLOT, bar0=BAR0, bar2=BAR2):
